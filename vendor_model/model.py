@@ -1,0 +1,108 @@
+"""DiffSpeaker: speech encoder + denoiser, with the official state_dict key names
+(`audio_encoder.*` as in transformers' Wav2Vec2Model, `denoiser.*` as in the
+official Adpt_Bias_Denoiser), and the training loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .denoiser import Denoiser
+from .encoders import SpeechEncoder, build_encoder, resample_features
+from .schedule import NoiseSchedule
+
+
+@dataclass
+class TrainingBatch:
+    audio: torch.Tensor  # (B, S) normalised 16 kHz waveform, zero-padded
+    audio_mask: torch.Tensor  # (B, S) 1 = real sample
+    offsets: torch.Tensor  # (B, T, F) ground-truth vertices minus template, zero-padded
+    frame_mask: torch.Tensor  # (B, T) 1 = real frame
+    style: torch.Tensor  # (B,) style index
+
+
+def position_velocity_loss(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Official masked MSE of positions plus masked MSE of frame-to-frame velocities.
+    Padded elements count in the denominator, as in the official losses."""
+    m = frame_mask.to(pred.dtype).unsqueeze(-1)  # (B, T, 1)
+    pred, target = pred * m, target * m
+    position = ((pred - target) ** 2).mean()
+    velocity = (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) ** 2).mean()
+    return {"position": position, "velocity": velocity, "total": position + velocity}
+
+
+class DiffSpeaker(nn.Module):
+    def __init__(self, cfg: ModelConfig, encoder: SpeechEncoder | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_encoder = encoder if encoder is not None else build_encoder(cfg.encoder)
+        self.denoiser = Denoiser(cfg)
+        self.schedule = NoiseSchedule(cfg.diffusion)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Motion frames for a clip, as the official demo computes them: int(Ta / 50 * fps)."""
+        return int(self.audio_encoder.num_features(num_samples) / self.audio_encoder.feature_fps * self.cfg.fps)
+
+    def audio_memory(self, waveform: torch.Tensor, num_frames: int, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S) normalised waveform -> (B, T, d) cross-attention memory at the motion rate."""
+        features = self.audio_encoder(waveform, attention_mask)  # (B, Ta, C)
+        return self.denoiser.memory(resample_features(features, num_frames))
+
+    # ---- weights under the official key names -------------------------------------------
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        inner = getattr(self.audio_encoder, "model", self.audio_encoder)
+        out = {f"audio_encoder.{k}": v for k, v in inner.state_dict().items()}
+        out.update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
+        return out
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+        """Strict load of `audio_encoder.*` + `denoiser.*` weights; every key must be used."""
+        encoder = {k[len("audio_encoder."):]: v for k, v in state_dict.items() if k.startswith("audio_encoder.")}
+        denoiser = {k[len("denoiser."):]: v for k, v in state_dict.items() if k.startswith("denoiser.")}
+        denoiser.pop("PPE.pe", None)  # deterministic buffer, rebuilt on the fly
+        stray = sorted(k for k in state_dict if not k.startswith(("audio_encoder.", "denoiser.")))
+        if stray:
+            raise ValueError(f"{source}: unknown weights {stray[:5]}{' ...' if len(stray) > 5 else ''}")
+        expected = self.denoiser.state_dict()
+        missing = sorted(set(expected) - set(denoiser))
+        unknown = sorted(set(denoiser) - set(expected))
+        wrong_shape = sorted(k for k in set(expected) & set(denoiser) if expected[k].shape != denoiser[k].shape)
+        if missing or unknown or wrong_shape:
+            details = [f"missing denoiser.{k}" for k in missing[:5]] + [f"unknown denoiser.{k}" for k in unknown[:5]]
+            details += [f"denoiser.{k} has shape {tuple(denoiser[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong_shape[:5]]
+            raise ValueError(f"{source} does not fit the model configuration: " + "; ".join(details))
+        self.denoiser.load_state_dict(denoiser, strict=True)
+        self.audio_encoder.load_weights(encoder, source)
+
+    # ---- training -------------------------------------------------------------------------
+
+    def training_loss(
+        self,
+        batch: TrainingBatch,
+        audio_drop_prob: float = 0.0,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One step of the official diffusion training objective (x0 prediction).
+
+        audio_drop_prob zeroes the waveform of that fraction of samples, so the model
+        also learns the audio-free prediction used by guidance.
+        """
+        audio = batch.audio
+        if audio_drop_prob > 0:
+            keep = (torch.rand(audio.shape[0], device=audio.device) >= audio_drop_prob).to(audio.dtype)
+            audio = audio * keep.unsqueeze(1)
+        num_frames = batch.offsets.shape[1]
+        memory = self.audio_memory(audio, num_frames, batch.audio_mask.long())
+        if noise is None:
+            noise = torch.randn_like(batch.offsets)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.cfg.diffusion.num_train_timesteps, (audio.shape[0],), device=audio.device)
+        x_t = self.schedule.add_noise(batch.offsets, noise, timesteps)
+        frame_mask = batch.frame_mask.bool()
+        pred = self.denoiser(x_t, memory, timesteps, batch.style, frame_mask)
+        return position_velocity_loss(pred, batch.offsets, frame_mask)
