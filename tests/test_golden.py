@@ -10,7 +10,7 @@ from vendor_model.config import EncoderConfig, SamplerConfig, preset
 from vendor_model.denoiser import Denoiser, attention_biases
 from vendor_model.encoders import resample_features
 from vendor_model.masks import alignment_mask, period_bias, periodic_encoding, timestep_features
-from vendor_model.model import DiffSpeaker, TrainingBatch, position_velocity_loss
+from vendor_model.model import DiffSpeaker, position_velocity_loss
 from vendor_model.pipeline import generate, smooth_interior
 from vendor_model.sampler import SamplingJob, sample_fast, sample_reference
 from vendor_model.schedule import NoiseSchedule

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .denoiser import Denoiser, attention_biases
-from .schedule import NoiseSchedule, StepPlan
+from .schedule import StepPlan
 
 ProgressFn = Callable[[int, int], None]  # (steps done, steps total)
 CancelFn = Callable[[], bool]  # True = stop as soon as possible

@@ -1,0 +1,165 @@
+"""Command line: python -m vendor_model {info,convert,generate,demo}."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import SamplerConfig
+from .fileio import save_npz
+
+
+def _official_options(args) -> dict:
+    """Options that only matter when the model file is an official .ckpt."""
+    from .mesh_io import load_template
+
+    options = {}
+    if getattr(args, "preset", None):
+        options["preset_name"] = args.preset
+    if getattr(args, "template", None):
+        options["template"] = load_template(args.template, args.subject)
+    if getattr(args, "encoder_config", None):
+        options["encoder_hf_config"] = json.loads(Path(args.encoder_config).read_text())
+    if getattr(args, "encoder_kind", None):
+        options["encoder_kind"] = args.encoder_kind
+    return options
+
+
+def _add_official_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("official .ckpt files")
+    group.add_argument("--preset", choices=["vocaset", "biwi"], help="dataset preset (default: from the vertex count)")
+    group.add_argument("--template", help="template mesh: .ply, .obj, .npy or templates.pkl")
+    group.add_argument("--subject", help="subject in templates.pkl, e.g. FaceTalk_170809_00138_TA")
+    group.add_argument("--encoder-config", help="transformers config.json of the speech encoder, if not base-sized")
+    group.add_argument("--encoder-kind", choices=["wav2vec2", "hubert"], help="label of the speech encoder")
+
+
+def _progress_printer(label: str):
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        percent = int(100 * done / total)
+        if percent != last[0]:
+            last[0] = percent
+            print(f"\r{label}: {percent:3d}%", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    return report
+
+
+def cmd_info(args) -> int:
+    from .checkpoint import load_any
+
+    bundle = load_any(args.model, **_official_options(args))
+    cfg = bundle.cfg
+    encoder_params = sum(p.numel() for p in bundle.model.audio_encoder.parameters())
+    denoiser_params = sum(p.numel() for p in bundle.model.denoiser.parameters())
+    print(f"model:      {args.model}")
+    print(f"topology:   {cfg.n_vertices} vertices, {cfg.fps} fps, template {'included' if bundle.template is not None else 'not included'}")
+    print(f"denoiser:   width {cfg.latent_dim}, {cfg.num_layers} layer(s), {cfg.num_heads} heads, period {cfg.period}, {denoiser_params:,} parameters")
+    print(f"encoder:    {cfg.encoder.kind}, width {cfg.audio_dim}, {encoder_params:,} parameters")
+    print(f"styles:     {', '.join(f'{i}={n}' for i, n in enumerate(bundle.style_names))}")
+    print(f"smoothing:  {'on' if cfg.smooth_output else 'off'}; longest single window {cfg.max_len} frames")
+    for key, value in bundle.info.items():
+        print(f"{key + ':':11s} {value}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import import_official, save_bundle
+
+    bundle = import_official(args.checkpoint, **_official_options(args))
+    if args.styles:
+        names = tuple(s.strip() for s in args.styles.split(","))
+        if len(names) != bundle.cfg.num_styles:
+            raise SystemExit(f"--styles names {len(names)} styles but the checkpoint has {bundle.cfg.num_styles}")
+        bundle.style_names = names
+    save_bundle(bundle, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .checkpoint import load_any
+    from .pipeline import generate
+
+    started = time.perf_counter()
+    bundle = load_any(args.model, **_official_options(args))
+    sampler = SamplerConfig(
+        steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance,
+        seed=args.seed, takes=args.takes, fast=not args.reference_sampler,
+    )
+    result = generate(
+        bundle.model, args.audio, style=bundle.style_index(args.style), sampler=sampler,
+        template=bundle.template, device=args.device, progress=_progress_printer("sampling"),
+    )
+    arrays = dict(
+        offsets=result.offsets, fps=np.int64(result.fps), seeds=np.array(result.seeds, dtype=np.int64),
+        style=np.int64(result.style), style_name=np.array(bundle.style_names[result.style]),
+    )
+    if bundle.template is not None:
+        arrays["template"] = bundle.template.astype(np.float32)
+    save_npz(args.output, **arrays)
+    takes, frames = result.offsets.shape[:2]
+    print(
+        f"wrote {args.output}: {takes} take(s) x {frames} frames ({result.duration_s:.2f} s at {result.fps} fps), "
+        f"style {bundle.style_names[result.style]}, seeds {list(result.seeds)}, {time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vendor_model", description="DiffSpeaker: speech-driven 3D facial animation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a model file (.safetensors or official .ckpt)")
+    info.add_argument("model")
+    _add_official_arguments(info)
+    info.set_defaults(func=cmd_info)
+
+    convert = sub.add_parser("convert", help="official .ckpt -> our .safetensors (weights, config, template, style names)")
+    convert.add_argument("checkpoint")
+    convert.add_argument("output")
+    convert.add_argument("--styles", help="comma-separated style names (default: official subject names)")
+    _add_official_arguments(convert)
+    convert.set_defaults(func=cmd_convert)
+
+    gen = sub.add_parser("generate", help="speech file -> vertex offsets (.npz)")
+    gen.add_argument("model")
+    gen.add_argument("audio")
+    gen.add_argument("-o", "--output", default="offsets.npz")
+    gen.add_argument("--style", default="0", help="style index or name")
+    gen.add_argument("--steps", type=int, default=50, help="sampling steps (quality vs speed)")
+    gen.add_argument("--method", choices=["official", "ddim"], default="official")
+    gen.add_argument("--eta", type=float, default=0.0)
+    gen.add_argument("--guidance", type=float, default=0.0, help="audio-free guidance scale (0 = off)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--takes", type=int, default=1)
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    gen.add_argument("--reference-sampler", action="store_true", help="use the slow straightforward sampler")
+    _add_official_arguments(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on built-in defaults (no downloads)")
+    demo.add_argument("-o", "--output", default="out/demo")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # bad input: say what and stop, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
