@@ -1,0 +1,28 @@
+"""DiffSpeaker Lip Sync: speech-driven facial animation for Blender.
+
+Registration happens here and nowhere else: each module lists its classes and the
+package registers them in order and unregisters them in reverse. torch and the
+model are imported only when a job runs, so enabling the add-on stays fast.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+_MODULES: tuple = ()  # filled as UI modules land; each has register()/unregister()
+
+
+def manifest_version() -> str:
+    """The one version source: blender_manifest.toml."""
+    with open(Path(__file__).with_name("blender_manifest.toml"), "rb") as f:
+        return tomllib.load(f)["version"]
+
+
+def register() -> None:
+    for module in _MODULES:
+        module.register()
+
+
+def unregister() -> None:
+    for module in reversed(_MODULES):
+        module.unregister()
