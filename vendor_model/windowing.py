@@ -4,7 +4,8 @@ windows' outputs with a linear cross-fade.
       window 0   |=========\\
       window 1          /=========\\
       window 2                 /=========|
-                        ^^^^   cross-fade: weights ramp 0->1 and 1->0, summing to 1
+                        ^^^^   cross-fade: each window's weight ramps over the frames it
+                               shares with a neighbour; weights are normalised to sum to 1
 
 Every window is generated independently, so memory is bounded by the window
 length whatever the clip length. A clip that fits in one window is not split, so
@@ -12,33 +13,37 @@ it gives exactly the single-pass (official) result.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) frame ranges covering 0..num_frames; all windows have length
-    `window` (the last one is aligned to the end) and neighbours share >= `overlap` frames."""
+    """[start, end) frame ranges covering 0..num_frames: the fewest windows of length
+    `window`, evenly spaced, so that neighbours share at least `overlap` frames."""
     if num_frames <= window:
         return [(0, num_frames)]
     if not 0 <= 2 * overlap < window:
         raise ValueError(f"overlap ({overlap} frames) must be less than half the window ({window} frames)")
-    stride = window - overlap
-    starts = list(range(0, num_frames - window, stride)) + [num_frames - window]
-    return [(s, s + window) for s in starts]
+    count = math.ceil((num_frames - overlap) / (window - overlap))
+    starts = np.round(np.linspace(0, num_frames - window, count)).astype(int)
+    return [(int(s), int(s) + window) for s in starts]
 
 
 def crossfade_weights(windows: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Per-window frame weights; at every frame the weights of the windows covering it sum to 1."""
-    weights = [np.ones(end - start, dtype=np.float32) for start, end in windows]
-    for i in range(1, len(windows)):
-        start, prev_end = windows[i][0], windows[i - 1][1]
-        shared = prev_end - start  # frames covered by both window i-1 and window i
-        if shared <= 0:
-            continue
-        ramp = (np.arange(shared, dtype=np.float32) + 0.5) / shared  # rises 0 -> 1
-        weights[i][:shared] = ramp
-        weights[i - 1][-shared:] = 1.0 - ramp
-    return weights
+    """Per-window frame weights; at every frame the weights of the covering windows sum to 1."""
+    ramps = []
+    for i, (start, end) in enumerate(windows):
+        shared_before = windows[i - 1][1] - start if i > 0 else 0
+        shared_after = end - windows[i + 1][0] if i + 1 < len(windows) else 0
+        position = np.arange(end - start, dtype=np.float64) + 0.5
+        rise = position / shared_before if shared_before > 0 else np.ones_like(position)
+        fall = (end - start - position) / shared_after if shared_after > 0 else np.ones_like(position)
+        ramps.append(np.minimum(1.0, np.minimum(rise, fall)))
+    total = np.zeros(windows[-1][1])
+    for (start, end), ramp in zip(windows, ramps):
+        total[start:end] += ramp
+    return [(ramp / total[start:end]).astype(np.float32) for (start, end), ramp in zip(windows, ramps)]
 
 
 def join_windows(chunks: list[np.ndarray], windows: list[tuple[int, int]], num_frames: int) -> np.ndarray:
