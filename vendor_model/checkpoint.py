@@ -83,6 +83,22 @@ def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     return path
 
 
+def read_config(path: str | Path) -> ModelConfig:
+    """The model config of one of our `.safetensors` files, from its header only
+    (instant, whatever the file size): enough to check a mesh before loading."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable .safetensors model file ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is a safetensors file but not a DiffSpeaker model (no '{FORMAT}' metadata)")
+    return ModelConfig.from_dict(json.loads(metadata["model_config"]))
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
     """Load one of our `.safetensors` checkpoints."""
     from safetensors import SafetensorError
@@ -91,17 +107,15 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    cfg = read_config(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+            metadata = f.metadata()
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"{path} is not a readable .safetensors model file ({exc})") from exc
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is a safetensors file but not a DiffSpeaker model (no '{FORMAT}' metadata)")
     if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer version (format {metadata['format_version']}); update the add-on")
-    cfg = ModelConfig.from_dict(json.loads(metadata["model_config"]))
     template = tensors.pop("template", None)
     model = DiffSpeaker(cfg)
     model.load_weights(tensors, str(path))

@@ -1,0 +1,132 @@
+"""The add-on's bpy-free job layer: model source and cache, audio sources, the
+worker thread's messages, cancellation and plain-words errors."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from diffspeaker_blender.core import model_source
+from diffspeaker_blender.core.job import (
+    AudioSource, Failed, Finished, GenerationJob, JobCancelled, Progress, Request, run_generation,
+)
+from diffspeaker_blender.core.model_source import ModelCache, ModelSpec, ModelUnavailable
+from vendor_model.checkpoint import ModelBundle, save_bundle
+
+from .conftest import speech_like, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_bundle(ModelBundle(tiny_model(), None, ("calm", "lively", "wide")), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wav_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "line.wav"
+    soundfile.write(path, speech_like(1.0, rate=22050), 22050)
+    return path
+
+
+def request(model_file, audio, **options):
+    cache = ModelCache()
+    spec = ModelSpec("CHECKPOINT", str(model_file), device="cpu")
+    return Request(load_model=lambda: cache.get(spec), audio=audio, **{"steps": 4, **options})
+
+
+def test_model_spec_explains_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_source, "BUILTIN_DIR", tmp_path / "none")
+    with pytest.raises(ModelUnavailable, match="no built-in model"):
+        ModelSpec("BUILTIN").model_file()
+    with pytest.raises(ModelUnavailable, match="No model file is set"):
+        ModelSpec("CHECKPOINT").model_file()
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        ModelSpec("CHECKPOINT", str(tmp_path / "gone.safetensors")).model_file()
+    ckpt = tmp_path / "official.ckpt"
+    ckpt.write_bytes(b"x")
+    with pytest.raises(ModelUnavailable, match="not a .safetensors model"):
+        ModelSpec("CHECKPOINT", str(ckpt)).model_file()
+
+
+def test_builtin_model_is_found_inside_the_addon(tmp_path, monkeypatch, model_file):
+    monkeypatch.setattr(model_source, "BUILTIN_DIR", tmp_path)
+    (tmp_path / "default.safetensors").write_bytes(model_file.read_bytes())
+    assert ModelSpec("BUILTIN").model_file().name == "default.safetensors"
+    assert ModelSpec("BUILTIN").vertex_count() == 20
+
+
+def test_vertex_count_is_read_without_loading_weights(model_file):
+    assert ModelSpec("CHECKPOINT", str(model_file)).vertex_count() == 20
+
+
+def test_cache_loads_once_and_reloads_when_the_file_changes(model_file, tmp_path):
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(model_file.read_bytes())
+    cache, spec = ModelCache(), ModelSpec("CHECKPOINT", str(path), device="cpu")
+    first = cache.get(spec)
+    assert cache.get(spec) is first
+    time.sleep(0.01)
+    path.write_bytes(model_file.read_bytes())  # new mtime: the artist replaced the file
+    assert cache.get(spec) is not first
+
+
+def test_audio_from_a_file_and_from_packed_bytes_agree(wav_file):
+    from_file = AudioSource(path=str(wav_file)).load()
+    from_bytes = AudioSource(packed=wav_file.read_bytes(), label="Strip").load()
+    np.testing.assert_array_equal(from_file, from_bytes)
+    assert len(from_file) == 16000
+
+
+def test_bad_audio_sources_say_what_is_wrong():
+    from vendor_model.audio import AudioError
+
+    with pytest.raises(AudioError, match="No audio chosen"):
+        AudioSource().load()
+    with pytest.raises(AudioError, match="packed in the .blend"):
+        AudioSource(packed=b"not audio", label="Dialogue").load()
+
+
+def test_synchronous_run_generates_every_take(model_file, wav_file):
+    seen = []
+    finished = run_generation(request(model_file, AudioSource(path=str(wav_file)), takes=2, style=1),
+                              progress=lambda d, t: seen.append((d, t)))
+    assert finished.generation.offsets.shape == (2, 29, 20, 3)  # 1 s: 49 features -> int(49 / 50 * 30)
+    assert finished.style_name == "lively"
+    assert seen[-1] == (4, 4)
+
+
+def test_mesh_with_the_wrong_vertex_count_is_explained(model_file, wav_file):
+    with pytest.raises(ValueError, match="mesh has 7 vertices but the model animates 20.*retarget"):
+        run_generation(request(model_file, AudioSource(path=str(wav_file)), n_vertices=7))
+
+
+def test_worker_thread_posts_progress_then_the_result(model_file, wav_file):
+    job = GenerationJob(request(model_file, AudioSource(path=str(wav_file)))).start()
+    job.join(timeout=60)
+    messages = job.messages()
+    assert [m for m in messages if isinstance(m, Progress)][-1] == Progress(4, 4)
+    assert isinstance(messages[-1], Finished)
+
+
+def test_worker_reports_bad_input_in_plain_words(model_file, tmp_path):
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    job = GenerationJob(request(model_file, AudioSource(path=str(silent)))).start()
+    job.join(timeout=60)
+    (failure,) = job.messages()
+    assert isinstance(failure, Failed) and "silent" in failure.message and failure.details == ""
+
+
+def test_cancel_stops_the_worker(model_file, wav_file):
+    job = GenerationJob(request(model_file, AudioSource(path=str(wav_file)), steps=500))
+    job.cancel()  # cancelled before the first step: the loop stops at its first check
+    job.start().join(timeout=60)
+    assert job.messages()[-1] == Failed("Cancelled.")
+    with pytest.raises(JobCancelled):
+        cancelled = request(model_file, AudioSource(path=str(wav_file)))
+        run_generation(cancelled, cancelled=lambda: True)
+
