@@ -117,8 +117,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer version (format {metadata['format_version']}); update the add-on")
     template = tensors.pop("template", None)
-    model = DiffSpeaker(cfg)
-    model.load_weights(tensors, str(path))
+    model = DiffSpeaker.from_weights(cfg, tensors, str(path))
     return ModelBundle(
         model=model.to(device).eval(),
         template=None if template is None else template.cpu().numpy(),
@@ -222,8 +221,7 @@ def import_official(
     cfg = infer_official_config(state, preset_name, encoder, **overrides)
     if template is not None and np.asarray(template).size != cfg.nfeats:
         raise ValueError(f"the template has {np.asarray(template).size // 3} vertices but the checkpoint animates {cfg.n_vertices}")
-    model = DiffSpeaker(cfg)
-    model.load_weights(state, str(path))
+    model = DiffSpeaker.from_weights(cfg, state, str(path))
     dataset = preset_name or _OFFICIAL_TOPOLOGIES.get(cfg.n_vertices)
     names = OFFICIAL_STYLE_NAMES.get(dataset or "", ())
     return ModelBundle(

@@ -69,7 +69,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
         """The official training keeps the convolutional front-end frozen."""
         self.model.feature_extractor._freeze_parameters()
 
-    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
         """Strictly load encoder weights named as in Wav2Vec2Model, from either
         transformers generation; raise a clear error naming missing/unknown keys."""
         expected = set(self.model.state_dict())
@@ -88,7 +88,7 @@ class Wav2Vec2Encoder(SpeechEncoder):
                 f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
                 f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
             )
-        self.model.load_state_dict(mapped, strict=True)
+        self.model.load_state_dict(mapped, strict=True, assign=assign)
 
 
 def build_encoder(cfg: EncoderConfig) -> SpeechEncoder:

@@ -59,7 +59,17 @@ class DiffSpeaker(nn.Module):
         out.update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
         return out
 
-    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    @classmethod
+    def from_weights(cls, cfg: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> "DiffSpeaker":
+        """Build a model straight from checkpoint weights. The modules are created on the
+        meta device and take the checkpoint's tensors as they are, so no time is spent
+        initialising ~100M random parameters that would be overwritten at once."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.load_weights(state_dict, source, assign=True)
+        return model
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
         """Strict load of `audio_encoder.*` + `denoiser.*` weights; every key must be used."""
         encoder = {k[len("audio_encoder."):]: v for k, v in state_dict.items() if k.startswith("audio_encoder.")}
         denoiser = {k[len("denoiser."):]: v for k, v in state_dict.items() if k.startswith("denoiser.")}
@@ -75,8 +85,8 @@ class DiffSpeaker(nn.Module):
             details = [f"missing denoiser.{k}" for k in missing[:5]] + [f"unknown denoiser.{k}" for k in unknown[:5]]
             details += [f"denoiser.{k} has shape {tuple(denoiser[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong_shape[:5]]
             raise ValueError(f"{source} does not fit the model configuration: " + "; ".join(details))
-        self.denoiser.load_state_dict(denoiser, strict=True)
-        self.audio_encoder.load_weights(encoder, source)
+        self.denoiser.load_state_dict(denoiser, strict=True, assign=assign)
+        self.audio_encoder.load_weights(encoder, source, assign=assign)
 
     # ---- training -------------------------------------------------------------------------
 

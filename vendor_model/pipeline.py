@@ -9,6 +9,7 @@ and on every device (noise is drawn on the CPU).
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def generate(
     if init_noise is not None and len(windows) > 1:
         raise ValueError("init_noise can only be given for clips that fit in one window")
 
-    base_seed = sampler.seed if sampler.seed is not None else int(torch.seed() % 2**31)
+    base_seed = sampler.seed if sampler.seed is not None else secrets.randbelow(2**31)  # leaves torch RNG alone
     seeds = [base_seed + k for k in range(sampler.takes)]
     noise = _TakeNoise(seeds, num_frames, cfg.nfeats, device)
     style_ids = torch.full((sampler.takes,), style, dtype=torch.long, device=device)

@@ -26,10 +26,11 @@ class NoiseSchedule:
     def __init__(self, cfg: DiffusionConfig):
         self.cfg = cfg
         n = cfg.num_train_timesteps
+        cpu = dict(dtype=torch.float32, device="cpu")  # plain numbers, even when built under a meta/cuda device context
         if cfg.beta_schedule == "scaled_linear":
-            betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, n, dtype=torch.float32) ** 2
+            betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, n, **cpu) ** 2
         elif cfg.beta_schedule == "linear":
-            betas = torch.linspace(cfg.beta_start, cfg.beta_end, n, dtype=torch.float32)
+            betas = torch.linspace(cfg.beta_start, cfg.beta_end, n, **cpu)
         else:
             raise ValueError(f"unknown beta_schedule {cfg.beta_schedule!r}")
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # (1000,) float32, as diffusers computes it
