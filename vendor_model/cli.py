@@ -75,7 +75,7 @@ def cmd_convert(args) -> int:
     if args.styles:
         names = tuple(s.strip() for s in args.styles.split(","))
         if len(names) != bundle.cfg.num_styles:
-            raise SystemExit(f"--styles names {len(names)} styles but the checkpoint has {bundle.cfg.num_styles}")
+            raise ValueError(f"--styles names {len(names)} styles but the checkpoint has {bundle.cfg.num_styles}")
         bundle.style_names = names
     save_bundle(bundle, args.output)
     print(f"wrote {args.output}")
@@ -86,6 +86,8 @@ def cmd_generate(args) -> int:
     from .checkpoint import load_any
     from .pipeline import generate
 
+    if Path(args.output).is_dir():
+        raise ValueError(f"'{args.output}' is a folder; give a file name for the offsets (e.g. offsets.npz)")
     started = time.perf_counter()
     bundle = load_any(args.model, **_official_options(args))
     sampler = SamplerConfig(

@@ -72,21 +72,27 @@ class Wav2Vec2Encoder(SpeechEncoder):
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
         """Strictly load encoder weights named as in Wav2Vec2Model, from either
         transformers generation; raise a clear error naming missing/unknown keys."""
-        expected = set(self.model.state_dict())
+        expected = self.model.state_dict()
+        old_names = {v: k for k, v in _WEIGHT_NORM_NAMES.items()}
         mapped = {}
         for key, value in state_dict.items():
             if key.startswith(_HEAD_PREFIXES):
                 continue
             new_key = _WEIGHT_NORM_NAMES.get(key, key)
             if new_key not in expected:  # the reverse direction: parametrizations -> weight_g/v
-                new_key = {v: k for k, v in _WEIGHT_NORM_NAMES.items()}.get(key, key)
+                new_key = old_names.get(key, key)
+            if new_key in mapped:
+                raise ValueError(f"speech encoder weights in {source} hold {key} under both its old and new name")
             mapped[new_key] = value
-        missing, unknown = sorted(expected - set(mapped)), sorted(set(mapped) - expected)
-        if missing or unknown:
+        missing, unknown = sorted(set(expected) - set(mapped)), sorted(set(mapped) - set(expected))
+        wrong = [f"{k} {tuple(mapped[k].shape)} (expected {tuple(expected[k].shape)})"
+                 for k in sorted(set(expected) & set(mapped)) if mapped[k].shape != expected[k].shape]
+        if missing or unknown or wrong:
             raise ValueError(
                 f"speech encoder weights in {source} do not fit the configured architecture: "
                 f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+                f"unknown {unknown[:5]}{' ...' if len(unknown) > 5 else ''}, "
+                f"wrong shape {wrong[:5]}{' ...' if len(wrong) > 5 else ''}"
             )
         self.model.load_state_dict(mapped, strict=True, assign=assign)
 
@@ -134,7 +140,7 @@ def load_encoder_dir(path: str | Path) -> Wav2Vec2Encoder:
     weights = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in weights.items()}
     encoder = Wav2Vec2Encoder(cfg)
     encoder.load_weights(weights, str(path))
-    return encoder
+    return encoder.eval()
 
 
 def resample_features(features: torch.Tensor, num_frames: int) -> torch.Tensor:

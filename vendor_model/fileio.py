@@ -15,6 +15,8 @@ import numpy as np
 def atomic_output(path: str | Path) -> Iterator[str]:
     """Yields a temporary path to write; on success it replaces `path` in one step."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
@@ -31,6 +33,6 @@ def atomic_output(path: str | Path) -> Iterator[str]:
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     """np.savez_compressed, atomically."""
-    with atomic_output(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)  # a file object, so numpy does not append ".npz" to the name
     return Path(path)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .audio import AudioError, load_audio, normalize_waveform
 from .config import SAMPLE_RATE, SamplerConfig
@@ -56,11 +55,10 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def smooth_interior(offsets: torch.Tensor) -> torch.Tensor:
     """Official VOCASET post-processing: 3-tap moving average along time on frames
-    1..T-2; the first and last frames keep their values. (K, T, F) -> (K, T, F)."""
-    if offsets.shape[1] < 3:
-        return offsets
-    pooled = F.avg_pool1d(offsets.transpose(1, 2), kernel_size=3, stride=1, padding=1).transpose(1, 2)
-    return torch.cat([offsets[:, :1], pooled[:, 1:-1], offsets[:, -1:]], dim=1)
+    1..T-2; the first and last frames keep their values. (K, T, F), in place."""
+    if offsets.shape[1] >= 3:
+        offsets[:, 1:-1] = (offsets[:, :-2] + offsets[:, 1:-1] + offsets[:, 2:]) / 3
+    return offsets
 
 
 class _TakeNoise:
@@ -104,10 +102,10 @@ def generate(
     sampler = sampler.validate(cfg.diffusion.num_train_timesteps)
     if not 0 <= style < cfg.num_styles:
         raise ValueError(f"style {style} does not exist: this model has styles 0..{cfg.num_styles - 1}")
-    if template is not None and np.asarray(template).reshape(-1).shape[0] != cfg.nfeats:
+    if template is not None and np.shape(template) not in ((cfg.n_vertices, 3), (cfg.nfeats,)):
         raise ValueError(
-            f"the template has {np.asarray(template).size // 3} vertices but the model animates "
-            f"{cfg.n_vertices}; use a mesh with the model's topology (or retarget)"
+            f"the template has shape {np.shape(template)} but the model animates {cfg.n_vertices} vertices "
+            f"(expected ({cfg.n_vertices}, 3)); use a mesh with the model's topology (or retarget)"
         )
     device = pick_device(device or "auto") if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
@@ -130,8 +128,7 @@ def generate(
     plan = model.schedule.plan(sampler.steps, sampler.method, sampler.eta)
     run = sample_fast if sampler.fast else sample_reference
 
-    chunks = []
-    with torch.no_grad():
+    def window_outputs():  # generated one window at a time, so only one is held in memory
         for index, (start, end) in enumerate(windows):
             first = round(start * SAMPLE_RATE / cfg.fps)
             last = len(waveform) if end == num_frames else round(end * SAMPLE_RATE / cfg.fps)
@@ -154,9 +151,10 @@ def generate(
                 progress_offset=index * len(plan),
                 progress_total=len(windows) * len(plan),
             )
-            chunks.append(run(model.denoiser, job).float().cpu().numpy())
+            yield run(model.denoiser, job).float().cpu().numpy()
 
-    offsets = torch.from_numpy(join_windows(chunks, windows, num_frames))
+    with torch.no_grad():
+        offsets = torch.from_numpy(join_windows(window_outputs(), windows, num_frames))  # (K, T, F)
     if cfg.smooth_output:
         offsets = smooth_interior(offsets)
     return Generation(

@@ -14,6 +14,7 @@ it gives exactly the single-pass (official) result.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 
@@ -46,9 +47,13 @@ def crossfade_weights(windows: list[tuple[int, int]]) -> list[np.ndarray]:
     return [(ramp / total[start:end]).astype(np.float32) for (start, end), ramp in zip(windows, ramps)]
 
 
-def join_windows(chunks: list[np.ndarray], windows: list[tuple[int, int]], num_frames: int) -> np.ndarray:
-    """Cross-fade window outputs (each (K, n_i, ...)) into one (K, num_frames, ...) array."""
-    out = np.zeros((chunks[0].shape[0], num_frames, *chunks[0].shape[2:]), dtype=np.float32)
+def join_windows(chunks: Iterable[np.ndarray], windows: list[tuple[int, int]], num_frames: int) -> np.ndarray:
+    """Cross-fade window outputs (each (K, n_i, ...), in window order) into one
+    (K, num_frames, ...) array. `chunks` may be a generator: each chunk is added
+    as it arrives, so only one window's output is alive at a time."""
+    out = None
     for chunk, (start, end), weight in zip(chunks, windows, crossfade_weights(windows)):
+        if out is None:
+            out = np.zeros((chunk.shape[0], num_frames, *chunk.shape[2:]), dtype=np.float32)
         out[:, start:end] += chunk * weight.reshape(1, -1, *[1] * (chunk.ndim - 2))
     return out
