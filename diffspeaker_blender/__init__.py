@@ -9,7 +9,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-_MODULES: tuple = ()  # filled as UI modules land; each has register()/unregister()
+
+def _modules() -> tuple:
+    # Imported here, not at module level, so the package (and its bpy-free core)
+    # can be imported outside Blender.
+    from . import operators, panels, preferences, properties
+
+    return (preferences, properties, operators, panels)
 
 
 def manifest_version() -> str:
@@ -19,10 +25,10 @@ def manifest_version() -> str:
 
 
 def register() -> None:
-    for module in _MODULES:
+    for module in _modules():
         module.register()
 
 
 def unregister() -> None:
-    for module in reversed(_MODULES):
+    for module in reversed(_modules()):
         module.unregister()

@@ -70,12 +70,4 @@ def preferences(context=None) -> DIFFSPEAKER_AP_preferences:
 
 classes = (DIFFSPEAKER_AP_preferences,)
 
-
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,0 +1,76 @@
+"""The sidebar panel in the 3D Viewport (N panel, 'DiffSpeaker' tab)."""
+from __future__ import annotations
+
+import bpy
+
+from .operators import disabled_reason
+
+
+class DIFFSPEAKER_PT_main(bpy.types.Panel):
+    bl_idname = "DIFFSPEAKER_PT_main"
+    bl_label = "DiffSpeaker Lip Sync"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DiffSpeaker"
+
+    def draw(self, context):
+        layout = self.layout
+        scene, settings = context.scene, context.scene.diffspeaker
+        job = settings.job
+        obj = context.active_object
+
+        box = layout.box()
+        box.label(text=f"Mesh: {obj.name}" if obj is not None and obj.type == "MESH" else "Mesh: select one", icon="MESH_DATA")
+        box.prop(settings, "audio_source", expand=True)
+        if settings.audio_source == "STRIP":
+            if scene.sequence_editor is not None:
+                strips_owner = scene.sequence_editor
+                collection = "strips_all" if hasattr(strips_owner, "strips_all") else "sequences_all"
+                box.prop_search(settings, "sound_strip", strips_owner, collection, icon="SOUND")
+            else:
+                box.label(text="No sound strips: add one in the Video Sequencer", icon="INFO")
+            row = box.row()
+            row.prop(settings, "use_strip_start")
+            sub = row.row()
+            sub.enabled = not settings.use_strip_start
+            sub.prop(settings, "start_frame")
+        else:
+            box.prop(settings, "audio_file")
+            box.prop(settings, "start_frame")
+
+        col = layout.column(align=True)
+        col.prop(settings, "style")
+        col.prop(settings, "seed")
+        col.prop(settings, "takes")
+        col.prop(settings, "steps")
+        col.prop(settings, "guidance", slider=True)
+        row = layout.row()
+        row.prop(settings, "bake_mode", expand=True)
+        if settings.bake_mode == "COMPACT":
+            layout.prop(settings, "max_error_mm")
+
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        if job.running:
+            if hasattr(row, "progress"):  # UILayout.progress exists from Blender 4.0
+                row.progress(factor=job.progress, type="BAR", text=job.status or "Working...")
+            else:
+                row.label(text=job.status)
+            row.operator("diffspeaker.cancel_job", text="", icon="CANCEL")
+        else:
+            row.operator("diffspeaker.generate_animation", icon="PLAY_SOUND")
+            reason = disabled_reason(context)
+            if reason:
+                layout.label(text=reason, icon="ERROR")
+        if job.status and not job.running:
+            layout.label(text=job.status, icon="INFO")
+        if job.last_result:
+            layout.label(text="Last: " + job.last_result)
+        row = layout.row(align=True)
+        row.operator("diffspeaker.remove_animation", icon="TRASH")
+        row.operator("diffspeaker.export_fbx", icon="EXPORT")
+
+
+classes = (DIFFSPEAKER_PT_main,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)
