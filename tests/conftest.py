@@ -4,6 +4,7 @@ and skipped (with the reason) when that folder is absent."""
 from __future__ import annotations
 
 import json
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,18 @@ def speech_like(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
 
 def golden_b_config() -> dict:
     return json.loads((GOLDEN / "B_tiny_pipeline_config.json").read_text())
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """16-bit mono WAV written with the standard library (bpy 4.2 has no audaspace)."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return Path(path)
+
+
+def tone(seconds: float, frequency: float = 220.0, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)

@@ -3,15 +3,12 @@ file bakes shape keys on the timeline; bad input is explained and changes nothin
 one undo step restores the scene; re-generating replaces only the tool's keys."""
 from __future__ import annotations
 
-import wave
-
-import numpy as np
 import pytest
 
 from vendor_model.checkpoint import ModelBundle, save_bundle
 
 from .bpy_env import import_bpy, reset_scene
-from .conftest import speech_like, tiny_model
+from .conftest import speech_like, tiny_model, write_wav
 
 bpy = import_bpy()
 import addon_utils  # noqa: E402  (available once bpy is imported)
@@ -36,21 +33,12 @@ def grid_mesh(name: str, nx: int = GRID[0], ny: int = GRID[1]):
     return obj
 
 
-def write_wav(path, samples: np.ndarray, rate: int = 22050):
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("addon")
     model = root / "tiny.safetensors"
     save_bundle(ModelBundle(tiny_model(), None, ("calm", "lively", "wide")), model)
-    return {"model": model, "wav": write_wav(root / "line.wav", speech_like(1.5, rate=22050)), "root": root}
+    return {"model": model, "wav": write_wav(root / "line.wav", speech_like(1.5, rate=22050), 22050), "root": root}
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ Meshes are a 12 x 12 grid "face" (0.2 m across) whose "mouth" opens at a known a
 """
 from __future__ import annotations
 
-import wave
+
 
 import numpy as np
 import pytest
 
 from .bpy_env import import_bpy, reset_scene
+from .conftest import tone, write_wav
 
 bpy = import_bpy()
 
@@ -99,17 +100,6 @@ def vertex_error(a: np.ndarray, b: np.ndarray) -> float:
 def set_fps(scene, fps: int, base: float = 1.0) -> None:
     scene.render.fps = fps
     scene.render.fps_base = base
-
-
-def write_wav(path, seconds: float, rate: int = 16000) -> str:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(samples.tobytes())
-    return str(path)
 
 
 def tool_keys(obj) -> list:
@@ -223,7 +213,7 @@ def test_mouth_opens_on_the_frame_the_audio_plays(tmp_path, fps, fps_base, model
     """A motion event at audio time 1.0 s lands on strip start + 1.0 s x scene fps."""
     scene = bpy.context.scene
     set_fps(scene, fps, fps_base)
-    strip = compat.new_sound_strip(scene, "speech", write_wav(tmp_path / "speech.wav", 2.5), frame_start=10)
+    strip = compat.new_sound_strip(scene, "speech", str(write_wav(tmp_path / "speech.wav", tone(2.5))), frame_start=10)
     assert compat.sound_strips(scene) and strip.frame_start == 10
     obj = make_face()
     basis = mesh_co(obj.data)
