@@ -291,6 +291,7 @@ def test_built_zip_installs_enables_and_uninstalls(bpy_module, plain_build):
 def test_generate_runs_through_the_installed_extension(bpy_module, plain_build, tmp_path):
     """The installed zip's own operator, preferences, model code and bake writer make
     shape keys from a sound strip, with nothing imported from the repository's add-on."""
+    from diffspeaker_blender import compat
     from vendor_model.checkpoint import ModelBundle, save_bundle
 
     from .bpy_env import reset_scene
@@ -314,8 +315,7 @@ def test_generate_runs_through_the_installed_extension(bpy_module, plain_build, 
         bpy.context.scene.collection.objects.link(obj)
         bpy.context.view_layer.objects.active = obj
         scene = bpy.context.scene
-        editor = scene.sequence_editor_create()
-        strip = editor.strips.new_sound("Line", str(wav), 1, 5)
+        strip = compat.new_sound_strip(scene, "Line", str(wav), channel=1, frame_start=5)
         scene.diffspeaker.sound_strip, scene.diffspeaker.steps = strip.name, 3
 
         assert bpy.ops.diffspeaker.generate_animation() == {"FINISHED"}

@@ -45,7 +45,10 @@ def animated_cube(bpy):
         key.keyframe_insert("value", frame=frame)
     editor = scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-    color = strips.new_effect("Red", "COLOR", channel=1, frame_start=1, length=10)
+    try:
+        color = strips.new_effect("Red", "COLOR", channel=1, frame_start=1, length=10)  # Blender 5.0+
+    except TypeError:
+        color = strips.new_effect("Red", "COLOR", channel=1, frame_start=1, frame_end=11)  # 4.2-4.5
     color.color = (1.0, 0.0, 0.0)
     return scene, obj
 
