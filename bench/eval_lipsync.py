@@ -1,0 +1,280 @@
+"""Lip-sync of a model on real speech, scored against forced alignments (no 3D ground truth).
+
+    .venv/bin/python bench/eval_lipsync.py model.safetensors               # all clips, 50 steps
+    .venv/bin/python bench/eval_lipsync.py model.safetensors --clips librivox-0880 --steps 20
+    .venv/bin/python bench/eval_lipsync.py --demo-random --clips cards-001 --steps 2   # plumbing only
+
+For every clip of bench/real_speech_clips.py the model generates one take; the mouth opening
+(lower-lip centre to upper-lip centre, minus the template's) is then compared with the phone
+alignment (out/real_speech/alignments.json when present, otherwise aligned on the fly):
+
+    closure   fraction of p/b/m whose opening drops below 1 mm (lips meet; --closure-mm)
+    open      fraction of open vowels whose opening exceeds 3 mm (jaw drops; --open-mm)
+    rest      fraction of frames in pauses > 0.3 s with every lip vertex within 1 mm of rest (--rest-mm)
+    lag       audio-loudness -> mouth-opening lag, seconds (positive: the mouth is late; ±0.2 = no
+              peak inside the search window)
+    jitter    mean |second difference| of the opening, mm/frame²
+
+Caveat on closure: the official 3-tap output smoothing (VOCASET preset) lifts a closure held for
+only 1-2 frames above 1 mm when the neighbouring vowels are wide open; a mouth must stay shut for
+about 3 frames (100 ms at 30 fps) to score. Try --closure-mm 2 to see how close a model comes.
+
+The upper and lower lip vertex sets come from the model file's info["regions"] (keys
+"upper_lip" / "lower_lip"), or from --lips-upper / --lips-lower index files (whitespace- or
+comma-separated integers, or .npy). --demo-random builds a tiny random-weight model with a
+stand-in head in memory: its numbers are meaningless; it exercises the whole path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.real_speech_clips import DEFAULT_OUTPUT as DEFAULT_ALIGNMENTS  # noqa: E402
+from bench.real_speech_clips import Clip, list_clips, segments_from_json  # noqa: E402
+from vendor_model.alignment import PhoneSegment, align  # noqa: E402
+from vendor_model.config import SAMPLE_RATE, SamplerConfig  # noqa: E402
+from vendor_model import metrics  # noqa: E402
+
+UPPER_LIP_KEYS = ("upper_lip", "lips_upper", "lip_upper")
+LOWER_LIP_KEYS = ("lower_lip", "lips_lower", "lip_lower")
+RATES = (  # (rate, what it is a fraction of): pooled over clips by those counts
+    ("closure_rate", "n_bilabials"),
+    ("opening_rate", "n_open_vowels"),
+    ("rest_in_silence", "n_silence_frames"),
+)
+
+
+# ---- lip regions ---------------------------------------------------------------------------------
+
+
+def read_indices(path: Path) -> np.ndarray:
+    """Vertex indices from .npy or text ("1, 2, 3" as BIWI's region files, or one per line)."""
+    if path.suffix == ".npy":
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.int64).reshape(-1)
+    return np.array([int(n) for n in re.findall(r"-?\d+", path.read_text())], dtype=np.int64)
+
+
+def _first_region(regions: dict, keys: tuple[str, ...]) -> np.ndarray | None:
+    for key in keys:
+        if key in regions:
+            return np.asarray(regions[key], dtype=np.int64)
+    return None
+
+
+def lip_regions(
+    info: dict, upper_file: Path | None, lower_file: Path | None, n_vertices: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(upper lip, lower lip) vertex indices: files first, then the bundle's info['regions']."""
+    regions = info.get("regions") or {}
+    upper = read_indices(upper_file) if upper_file else _first_region(regions, UPPER_LIP_KEYS)
+    lower = read_indices(lower_file) if lower_file else _first_region(regions, LOWER_LIP_KEYS)
+    if upper is None or lower is None:
+        raise SystemExit(
+            "the model file has no upper/lower lip regions (info['regions'] with keys "
+            f"{UPPER_LIP_KEYS[0]!r} and {LOWER_LIP_KEYS[0]!r}); pass --lips-upper and --lips-lower index files"
+        )
+    for name, idx in (("upper lip", upper), ("lower lip", lower)):
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= n_vertices:
+            raise SystemExit(f"{name} indices must be non-empty and within 0..{n_vertices - 1}")
+    return upper, lower
+
+
+# ---- the random demo model -------------------------------------------------------------------
+
+
+def _nearest(template: np.ndarray, point: np.ndarray, k: int, exclude: set[int]) -> list[int]:
+    order = np.argsort(np.linalg.norm(template - point, axis=1))
+    return [int(i) for i in order if int(i) not in exclude][:k]
+
+
+def demo_random_bundle():
+    """vendor_model.demo's random-weight model and ellipsoid head, with stand-in lip regions:
+    the 3 vertices nearest to where a mouth's upper and lower lip would sit on the front (+z)."""
+    from vendor_model.demo import demo_bundle
+
+    bundle = demo_bundle(seed=0)
+    template = np.asarray(bundle.template, dtype=np.float64)
+    half = np.abs(template).max(axis=0)  # ellipsoid semi-axes
+    upper = _nearest(template, half * np.array([0.0, -0.35, 0.94]), 3, set())
+    lower = _nearest(template, half * np.array([0.0, -0.60, 0.80]), 3, set(upper))
+    bundle.info = {**bundle.info, "regions": {"upper_lip": upper, "lower_lip": lower}}
+    return bundle
+
+
+# ---- one clip -----------------------------------------------------------------------------------
+
+
+def clip_segments(clip: Clip, cached: dict) -> list[PhoneSegment]:
+    """The clip's phones from alignments.json, or a fresh alignment when it is not there."""
+    record = cached.get(clip.name)
+    if record is not None and record.get("transcript") == clip.transcript:
+        return segments_from_json(record["phones"])
+    return align(clip.path, clip.transcript)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Metres; defaults and their reasoning in vendor_model.metrics."""
+
+    closure: float = metrics.CLOSURE_THRESHOLD_M
+    open: float = metrics.OPEN_THRESHOLD_M
+    rest: float = metrics.REST_THRESHOLD_M
+
+
+def score_clip(bundle, clip: Clip, segments: list[PhoneSegment], upper: np.ndarray, lower: np.ndarray,
+               sampler: SamplerConfig, style: int, device: str, thresholds: Thresholds = Thresholds()) -> dict:
+    from vendor_model.pipeline import generate
+
+    audio = clip.audio()  # (S,) float32 at 16 kHz
+    started = time.perf_counter()
+    result = generate(bundle.model, audio, sample_rate=SAMPLE_RATE, style=style, sampler=sampler,
+                      template=bundle.template, device=device)
+    seconds = time.perf_counter() - started
+    offsets, fps = result.offsets[0], result.fps  # (T, V, 3) first take
+    template = np.asarray(bundle.template, dtype=np.float64).reshape(-1, 3)
+    opening = metrics.mouth_opening(offsets, template, upper, lower)  # (T,) metres
+    lips = np.union1d(upper, lower)
+    silence_frames = metrics.silence_frames(segments, fps, len(opening))
+    return {
+        "clip": clip.name,
+        "duration_s": len(audio) / SAMPLE_RATE,
+        "frames": len(opening),
+        "fps": int(fps),
+        "generate_s": seconds,
+        "closure_rate": metrics.closure_rate(opening, segments, fps, threshold=thresholds.closure),
+        "n_bilabials": metrics.count_segments(segments, metrics.BILABIALS),
+        "opening_rate": metrics.opening_rate(opening, segments, fps, threshold=thresholds.open),
+        "n_open_vowels": metrics.count_segments(segments, metrics.OPEN_VOWELS),
+        "rest_in_silence": metrics.rest_in_silence(offsets[:, lips], segments, fps, threshold=thresholds.rest),
+        "n_silence_frames": int(silence_frames.size),
+        "lag_s": metrics.opening_loudness_lag(opening, audio, fps, SAMPLE_RATE),
+        "jitter_mm_per_frame2": metrics.jitter(opening),
+        "opening_max_mm": float(opening.max() * 1000),
+        "opening_mean_mm": float(opening.mean() * 1000),
+    }
+
+
+def pooled(rows: list[dict]) -> dict:
+    """Rates pooled over clips (hits / segments, so a clip with one p counts once, not as 100 %),
+    and the other numbers averaged over the clips where they are defined."""
+    summary: dict = {"clips": len(rows)}
+    for rate, count in RATES:
+        total = sum(r[count] for r in rows if not math.isnan(r[rate]))
+        hits = sum(r[rate] * r[count] for r in rows if not math.isnan(r[rate]))
+        summary[rate] = hits / total if total else float("nan")
+        summary[count] = total
+    for key in ("lag_s", "jitter_mm_per_frame2", "opening_max_mm", "opening_mean_mm"):
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        summary[key] = float(np.mean(values)) if values else float("nan")
+    return summary
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def _rate(value: float, count: int) -> str:
+    return "   -   " if math.isnan(value) else f"{value:4.2f}/{count:<2d}"
+
+
+def print_table(rows: list[dict], summary: dict) -> None:
+    print(f"{'clip':<16} {'dur s':>5} {'closure':>7} {'open':>7} {'rest':>7} {'lag ms':>6} {'jitter':>7} {'max mm':>6}")
+    for r in rows + [{**summary, "clip": "ALL (pooled)", "duration_s": sum(r["duration_s"] for r in rows)}]:
+        lag = "  -  " if math.isnan(r["lag_s"]) else f"{r['lag_s'] * 1000:6.0f}"
+        print(f"{r['clip']:<16} {r['duration_s']:5.1f} {_rate(r['closure_rate'], r['n_bilabials'])} "
+              f"{_rate(r['opening_rate'], r['n_open_vowels'])} {_rate(r['rest_in_silence'], r['n_silence_frames'])} "
+              f"{lag:>6} {r['jitter_mm_per_frame2']:7.3f} {r['opening_max_mm']:6.2f}")
+    print("closure/open: rate/segments; rest: rate/frames; jitter: mm/frame² of the opening")
+
+
+def _json_safe(value):
+    """NaN (no segment of that kind) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", type=Path, help="our .safetensors model file (or an official .ckpt)")
+    parser.add_argument("--demo-random", action="store_true", help="a tiny random-weight model made on the fly")
+    parser.add_argument("--clips", nargs="+", help="clip names (default: all); see bench/real_speech_clips.py")
+    parser.add_argument("--limit", type=int, help="only the first N clips")
+    parser.add_argument("--alignments", type=Path, default=DEFAULT_ALIGNMENTS)
+    parser.add_argument("--lips-upper", type=Path, help="upper-lip vertex index file")
+    parser.add_argument("--lips-lower", type=Path, help="lower-lip vertex index file")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", default="0", help="style index or name")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--closure-mm", type=float, default=metrics.CLOSURE_THRESHOLD_M * 1000)
+    parser.add_argument("--open-mm", type=float, default=metrics.OPEN_THRESHOLD_M * 1000)
+    parser.add_argument("--rest-mm", type=float, default=metrics.REST_THRESHOLD_M * 1000)
+    parser.add_argument("--output", type=Path, help="JSON report (default: out/eval_lipsync/<model>.json)")
+    args = parser.parse_args(argv)
+
+    if args.demo_random == (args.model is not None):
+        parser.error("give a model file or --demo-random (not both)")
+    if args.demo_random:
+        bundle, label = demo_random_bundle(), "demo-random"
+    else:
+        from vendor_model.checkpoint import load_any
+
+        bundle, label = load_any(args.model), args.model.stem
+    if bundle.template is None:
+        parser.error("the model has no template mesh; lip-sync metrics need the rest shape")
+    upper, lower = lip_regions(bundle.info, args.lips_upper, args.lips_lower, bundle.cfg.n_vertices)
+
+    clips = list_clips()
+    if args.clips:
+        unknown = sorted(set(args.clips) - {c.name for c in clips})
+        if unknown:
+            parser.error(f"unknown clips {unknown}; available: {', '.join(c.name for c in clips)}")
+        clips = [c for c in clips if c.name in args.clips]
+    clips = clips[: args.limit] if args.limit else clips
+    if not clips:
+        parser.error("no clips (is Debian's pocketsphinx-testdata installed?)")
+    cached = json.loads(args.alignments.read_text())["clips"] if args.alignments.is_file() else {}
+
+    sampler = SamplerConfig(steps=args.steps, seed=args.seed, takes=1)
+    style = bundle.style_index(args.style)
+    thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
+    rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)
+            for c in clips]
+    summary = pooled(rows)
+    if args.demo_random:
+        print("DEMO MODEL WITH RANDOM WEIGHTS: the numbers below only show the evaluation runs.")
+    print_table(rows, summary)
+
+    report = {
+        "model": label,
+        "info_note": bundle.info.get("note"),
+        "sampler": {"steps": args.steps, "seed": args.seed, "style": style},
+        "thresholds_m": asdict(thresholds),
+        "lip_regions": {"upper": upper.tolist(), "lower": lower.tolist()},
+        "clips": rows,
+        "summary": summary,
+    }
+    output = args.output or ROOT / "out" / "eval_lipsync" / f"{label}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(_json_safe(report), indent=1))
+    print(f"wrote {output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

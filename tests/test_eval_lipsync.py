@@ -1,0 +1,90 @@
+"""Forced alignment of a real clip (vendor_model.alignment) and the lip-sync evaluation script
+end to end on a random model (bench/eval_lipsync.py). Needs pocketsphinx (the `train` extra)
+and Debian's pocketsphinx-testdata clips; skips with the reason otherwise."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pocketsphinx", reason="pocketsphinx (the train extra) is not installed")
+
+from bench import eval_lipsync  # noqa: E402
+from bench.real_speech_clips import LICENCES, list_clips, read_sphinx_transcription  # noqa: E402
+from vendor_model.alignment import AlignmentError, align, align_full, normalize_transcript  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips():
+    found = {c.name: c for c in list_clips()}
+    if "librivox-0880" not in found or "cards-001" not in found:
+        pytest.skip("Debian's pocketsphinx-testdata clips are not installed (/usr/share/pocketsphinx/test/data)")
+    return found
+
+
+def test_the_clip_list_has_transcripts_and_licences(clips):
+    assert clips["librivox-0880"].transcript == "he was not an ill disposed young man"
+    assert clips["goforward"].path.suffix == ".raw"
+    assert all(c.collection in LICENCES for c in clips.values())
+
+
+def test_sphinx_transcription_lines_are_parsed(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("<s> ten of clubs  </s> (001)\n<s> he was </s> (a-0880)\n")
+    assert read_sphinx_transcription(path) == {"001": "ten of clubs", "a-0880": "he was"}
+    assert normalize_transcript("<s> He was, NOT! </s> (utt-1)") == ["he", "was", "not"]
+
+
+def test_a_real_clip_aligns_to_its_words_with_contiguous_phones(clips):
+    clip = clips["librivox-0880"]
+    result = align_full(clip.path, clip.transcript)
+    assert [w.word for w in result.words] == clip.transcript.split()
+    phones = result.phones
+    assert phones[0].start == 0.0
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(phones, phones[1:]))  # contiguous
+    assert all(p.end > p.start for p in phones)  # ordered, non-empty
+    assert phones[-1].end == pytest.approx(result.duration, abs=1e-6)
+    assert result.duration == pytest.approx(2.99, abs=0.01)  # 47840 samples at 16 kHz
+    assert phones[0].phone == phones[-1].phone == "sil"
+    assert all(p.phone.islower() and p.phone.isalpha() for p in phones)
+    assert [p.phone for p in phones if p.word == "man"] == ["m", "ae", "n"]
+    assert all(w.start < w.end <= v.start + 1e-9 for w, v in zip(result.words, result.words[1:]))
+    assert align(clip.path, clip.transcript) == list(phones)
+
+
+def test_unknown_words_are_refused_before_decoding(clips):
+    with pytest.raises(AlignmentError, match="qwzxv"):
+        align(clips["cards-001"].path, "ten of qwzxv")
+
+
+def test_eval_lipsync_runs_end_to_end_on_a_random_model(tmp_path, clips):
+    output = tmp_path / "report.json"
+    report = eval_lipsync.main([
+        "--demo-random", "--clips", "cards-001", "--steps", "2", "--device", "cpu",
+        "--alignments", str(tmp_path / "absent.json"),  # forces alignment on the fly
+        "--output", str(output),
+    ])
+    saved = json.loads(output.read_text())
+    assert saved["model"] == "demo-random" and [r["clip"] for r in saved["clips"]] == ["cards-001"]
+    row = report["clips"][0]
+    assert row["frames"] == pytest.approx(row["duration_s"] * row["fps"], abs=1)
+    assert row["n_bilabials"] == 1 and row["n_open_vowels"] == 2  # "ten of clubs": b; ah, ah
+    for key in ("closure_rate", "opening_rate"):
+        assert 0.0 <= row[key] <= 1.0
+    assert abs(row["lag_s"]) <= 0.2 and np.isfinite(row["jitter_mm_per_frame2"])
+    assert math.isnan(row["rest_in_silence"]) == (row["n_silence_frames"] == 0)
+    assert saved["summary"]["clips"] == 1
+
+
+def test_eval_lipsync_needs_lip_regions(tmp_path, clips):
+    bundle = eval_lipsync.demo_random_bundle()
+    upper = tmp_path / "upper.txt"
+    upper.write_text("1, 2, 3")
+    lower = tmp_path / "lower.npy"
+    np.save(lower, np.array([4, 5]))
+    got = eval_lipsync.lip_regions({}, upper, lower, bundle.cfg.n_vertices)
+    assert got[0].tolist() == [1, 2, 3] and got[1].tolist() == [4, 5]
+    with pytest.raises(SystemExit, match="lips-upper"):
+        eval_lipsync.lip_regions({}, None, None, bundle.cfg.n_vertices)
