@@ -48,7 +48,7 @@ class EncoderConfig:
     """The speech front-end. `kind` names the implementation in `encoders.py`;
     `hf_config` holds the transformers `Wav2Vec2Config` keyword arguments."""
 
-    kind: Literal["wav2vec2", "hubert"] = "wav2vec2"
+    kind: Literal["wav2vec2", "hubert", "logmel", "hama"] = "wav2vec2"
     hf_config: dict[str, Any] = field(default_factory=wav2vec2_base_config)
 
     @property

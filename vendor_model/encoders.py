@@ -100,7 +100,15 @@ class Wav2Vec2Encoder(SpeechEncoder):
 def build_encoder(cfg: EncoderConfig) -> SpeechEncoder:
     if cfg.kind in ("wav2vec2", "hubert"):
         return Wav2Vec2Encoder(cfg)
-    raise ValueError(f"unknown speech encoder kind {cfg.kind!r}")
+    if cfg.kind == "logmel":
+        from .frontends import LogMelEncoder
+
+        return LogMelEncoder(cfg)
+    if cfg.kind == "hama":
+        from .frontends import PhonemePosteriorEncoder
+
+        return PhonemePosteriorEncoder(cfg)
+    raise ValueError(f"unknown speech encoder kind {cfg.kind!r}; expected wav2vec2, hubert, logmel or hama")
 
 
 _CONFIG_FIELDS = (
