@@ -144,3 +144,14 @@ def test_golden_official_weights_import_through_the_same_path(golden_dir, tmp_pa
     io = np.load(golden_dir / "B_tiny_pipeline_io.npz")
     result = generate(bundle.model, io["raw_audio_16k"], sample_rate=16000, style=2, sampler=SamplerConfig(seed=777))
     np.testing.assert_allclose(result.offsets.reshape(1, 35, 60) + io["template"], io["predict_out"], atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_files_are_half_the_size_and_load_as_float32(tmp_path):
+    model = tiny_model()
+    full = save_bundle(ModelBundle(model, None, ("a", "b", "c")), tmp_path / "full.safetensors")
+    half = save_bundle(ModelBundle(model, None, ("a", "b", "c")), tmp_path / "half.safetensors", torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_bundle(half).model
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for key, value in model.export_state_dict().items():
+        torch.testing.assert_close(loaded.export_state_dict()[key], value.half().float(), rtol=0, atol=0)

@@ -63,12 +63,17 @@ def default_style_names(cfg: ModelConfig) -> tuple[str, ...]:
 # ---- our format ---------------------------------------------------------------------------
 
 
-def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
-    """Write a bundle atomically (temporary file + rename, never a half-written file)."""
+def save_bundle(bundle: ModelBundle, path: str | Path, weights_dtype: torch.dtype = torch.float32) -> Path:
+    """Write a bundle atomically (temporary file + rename, never a half-written file).
+    `weights_dtype=torch.float16` halves the file (for models shipped in the repository);
+    loading always computes in float32."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in bundle.model.export_state_dict().items()}
+    tensors = {
+        k: v.detach().cpu().to(weights_dtype if v.is_floating_point() else v.dtype).contiguous().clone()
+        for k, v in bundle.model.export_state_dict().items()
+    }
     if bundle.template is not None:
         tensors["template"] = torch.as_tensor(np.asarray(bundle.template, dtype=np.float32).reshape(-1, 3))
     metadata = {
@@ -117,6 +122,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer version (format {metadata['format_version']}); update the add-on")
     template = tensors.pop("template", None)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # float16 files compute in float32
     model = DiffSpeaker.from_weights(cfg, tensors, str(path))
     return ModelBundle(
         model=model.to(device).eval(),
