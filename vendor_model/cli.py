@@ -120,6 +120,49 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import dataclasses
+    import os
+
+    from .checkpoint import load_bundle
+    from .config import ModelConfig, preset
+    from .data import load_layout
+    from .model import DiffSpeaker
+    from .train import TrainConfig, config_for_data, train
+
+    layout = load_layout(args.data, args.layout)
+    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    if not isinstance(overrides, dict) or set(overrides) - {"model", "train"}:
+        raise ValueError(f"{args.config}: expected a JSON object with the sections \"model\" and/or \"train\"")
+    options = dict(overrides.get("train", {}))
+    flags = dict(max_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, audio_drop_prob=args.audio_drop, out_dir=args.out, device=args.device)
+    options.update({k: v for k, v in flags.items() if v is not None})
+    train_cfg = TrainConfig.from_dict(options)
+    starts = [name for name, given in (("--resume", args.resume), ("--init", args.init), ("--preset", args.preset)) if given]
+    if len(starts) > 1 or (overrides.get("model") and (args.resume or args.init)) or (args.encoder and (args.resume or args.init)):
+        raise ValueError("start from one of: --preset (with optional model overrides and --encoder), --init or --resume")
+    if args.resume:
+        model = None
+    elif args.init:
+        model = load_bundle(args.init)
+    else:
+        base = config_for_data(preset(args.preset or ("biwi" if layout.name == "biwi" else "vocaset")), layout)
+        model_cfg = ModelConfig.from_dict({**base.to_dict(), **overrides.get("model", {})})
+        if args.encoder:
+            from .encoders import load_encoder_dir
+
+            encoder = load_encoder_dir(args.encoder)
+            model = DiffSpeaker(dataclasses.replace(model_cfg, encoder=encoder.cfg), encoder=encoder)
+        else:
+            print("note: the speech encoder starts from random weights; give --encoder DIR (e.g. wav2vec2-base-960h) "
+                  "to start from a pretrained one, as the official training does", file=sys.stderr)
+            model = model_cfg
+    path = train(model, layout, train_cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vendor_model", description="DiffSpeaker: speech-driven 3D facial animation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline on built-in defaults (no downloads)")
     demo.add_argument("-o", "--output", default="out/demo")
     demo.set_defaults(func=cmd_demo)
+
+    trn = sub.add_parser(
+        "train", help="train or fine-tune on VOCASET-layout data (multi-GPU: torchrun --nproc_per_node N -m vendor_model train ...)",
+    )
+    trn.add_argument("--data", required=True, help="folder with vertices_npy/, wav/, templates.pkl (and dataset.json)")
+    trn.add_argument("--layout", choices=["auto", "vocaset", "biwi", "json"], default="auto",
+                     help="subjects, splits and frame rate (auto = the folder's dataset.json)")
+    start = trn.add_mutually_exclusive_group()
+    start.add_argument("--preset", choices=["vocaset", "biwi"], help="new model from an official architecture (default: from the layout)")
+    start.add_argument("--init", help="fine-tune this .safetensors model")
+    trn.add_argument("--encoder", help="local transformers wav2vec2/hubert folder to start the speech encoder from")
+    trn.add_argument("--config", help='JSON file {"model": {ModelConfig fields}, "train": {TrainConfig fields}}')
+    trn.add_argument("--steps", type=int, help="optimiser steps")
+    trn.add_argument("--epochs", type=int, help="epochs (whichever of --steps/--epochs ends first)")
+    trn.add_argument("--batch-size", type=int, help="clips per step and process (default 32)")
+    trn.add_argument("--audio-drop", type=float, help="fraction of clips trained with silence, for guidance (official 0)")
+    trn.add_argument("--out", help="folder for checkpoints and logs (default runs/train)")
+    trn.add_argument("--device", help="auto, cpu, cuda or mps")
+    trn.add_argument("--resume", help="continue from a *.train-state.pt file")
+    trn.set_defaults(func=cmd_train)
     return parser
 
 
