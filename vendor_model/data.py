@@ -153,7 +153,7 @@ def load_templates(layout: DatasetLayout) -> dict[str, np.ndarray]:
     never plain pickle) or, failing that, templates.npz."""
     pkl = layout.root / layout.templates
     npz = pkl.with_suffix(".npz")
-    if pkl.is_file():
+    if pkl.suffix == ".pkl" and pkl.is_file():
         raw = load_numpy_pickle(pkl)
         source = pkl
     elif npz.is_file():
@@ -183,10 +183,13 @@ class MotionItem:
 
 
 def _parse_stem(stem: str) -> tuple[str, int] | None:
-    subject, sep, _ = stem.rpartition("_")
-    if not sep or not subject or not stem[-2:].isdigit():
+    """`FaceTalk_..._TA_sentence01` -> (subject, 1); the sentence number is the run of
+    digits ending the stem (two in the official data, more in generated sets)."""
+    subject, sep, tail = stem.rpartition("_")
+    digits = len(tail) - len(tail.rstrip("0123456789"))
+    if not sep or not subject or digits == 0:
         return None
-    return subject, int(stem[-2:])
+    return subject, int(tail[-digits:])
 
 
 class SpeechMotionDataset(torch.utils.data.Dataset):
@@ -209,7 +212,7 @@ class SpeechMotionDataset(torch.utils.data.Dataset):
             if parsed is None:
                 raise DatasetError(
                     f"cannot read subject and sentence from the file name {wav} "
-                    "(expected <subject>_<sentence>.wav with a two-digit sentence number at the end)"
+                    "(expected <subject>_<sentence>.wav ending in the sentence number)"
                 )
             subject, sentence = parsed
             if subject not in subjects or sentence not in sentences:
