@@ -213,12 +213,8 @@ def _fraction(hits: int, total: int) -> float:
     return hits / total if total else float("nan")  # NaN: no such segment in the clip
 
 
-def closure_rate(
-    opening: np.ndarray, segments: Iterable[Any], fps: float,
-    phones: Sequence[str] = BILABIALS, threshold: float = CLOSURE_THRESHOLD_M,
-) -> float:
-    """Fraction of `phones` segments whose minimum opening (within the segment ± half a frame)
-    is below `threshold`: did the lips close for p/b/m? NaN when the clip has none."""
+def _segment_rate(opening, segments, fps, phones, hit) -> float:
+    """Fraction of `phones` segments for which `hit(openings within segment ± half a frame)`."""
     opening = np.asarray(opening, dtype=np.float64)
     hits = total = 0
     for segment in segments:
@@ -226,8 +222,17 @@ def closure_rate(
         frames = _frames_near(start, end, fps, len(opening))
         if phone in phones and frames.size:
             total += 1
-            hits += bool(opening[frames].min() < threshold)
+            hits += bool(hit(opening[frames]))
     return _fraction(hits, total)
+
+
+def closure_rate(
+    opening: np.ndarray, segments: Iterable[Any], fps: float,
+    phones: Sequence[str] = BILABIALS, threshold: float = CLOSURE_THRESHOLD_M,
+) -> float:
+    """Fraction of `phones` segments whose minimum opening (within the segment ± half a frame)
+    is below `threshold`: did the lips close for p/b/m? NaN when the clip has none."""
+    return _segment_rate(opening, segments, fps, phones, lambda values: values.min() < threshold)
 
 
 def opening_rate(
@@ -236,15 +241,7 @@ def opening_rate(
 ) -> float:
     """Fraction of open-vowel segments whose maximum opening (segment ± half a frame) exceeds
     `threshold`: did the mouth open for them? NaN when the clip has none."""
-    opening = np.asarray(opening, dtype=np.float64)
-    hits = total = 0
-    for segment in segments:
-        phone, start, end = _segment_fields(segment)
-        frames = _frames_near(start, end, fps, len(opening))
-        if phone in phones and frames.size:
-            total += 1
-            hits += bool(opening[frames].max() > threshold)
-    return _fraction(hits, total)
+    return _segment_rate(opening, segments, fps, phones, lambda values: values.max() > threshold)
 
 
 def silence_frames(
