@@ -1,4 +1,4 @@
-"""Command line: python -m vendor_model {info,convert,generate,demo}."""
+"""Command line: python -m vendor_model {info,convert,generate,train}."""
 from __future__ import annotations
 
 import argparse
@@ -113,13 +113,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    run_demo(Path(args.output))
-    return 0
-
-
 def cmd_train(args) -> int:
     import dataclasses
     import os
@@ -195,9 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_official_arguments(gen)
     gen.set_defaults(func=cmd_generate)
 
-    demo = sub.add_parser("demo", help="run the whole pipeline on built-in defaults (no downloads)")
-    demo.add_argument("-o", "--output", default="out/demo")
-    demo.set_defaults(func=cmd_demo)
 
     trn = sub.add_parser(
         "train", help="train or fine-tune on VOCASET-layout data (multi-GPU: torchrun --nproc_per_node N -m vendor_model train ...)",
