@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--audio", default=str(SPEECH))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--every", type=int, default=6, help="contact sheet: every Nth frame")
+    parser.add_argument("--render-frames", type=int, help="render only the first N frames (quick checks)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,8 @@ def main() -> None:
     preview = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(preview)
     # The scene's own sound strip is muxed into the MP4.
-    paths = preview.render_preview(scene, obj, out, (scene.frame_start, scene.frame_end), every=args.every, resolution=(320, 320))
+    last = scene.frame_end if args.render_frames is None else min(scene.frame_end, scene.frame_start + args.render_frames - 1)
+    paths = preview.render_preview(scene, obj, out, (scene.frame_start, last), every=args.every, resolution=(320, 320))
     print(f"preview   {paths['video']}\n          {paths['contact_sheet']}")
     print(f"done in {time.perf_counter() - started:.1f} s")
 
