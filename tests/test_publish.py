@@ -1,0 +1,29 @@
+"""Publishing a checkpoint as the built-in model: float16 file, head template and regions."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synth.head import build_head
+from synth.publish import publish
+from vendor_model.checkpoint import ModelBundle, load_bundle, save_bundle
+
+from .conftest import tiny_model
+
+
+def test_publish_writes_a_half_size_model_with_the_head_and_its_regions(tmp_path):
+    head = build_head()
+    checkpoint = save_bundle(ModelBundle(tiny_model(n_vertices=len(head.vertices)), None, ("a", "b", "c"), {"step": 7}),
+                             tmp_path / "step.safetensors")
+    published = publish(checkpoint, tmp_path / "default.safetensors")
+    assert published.stat().st_size < 0.6 * checkpoint.stat().st_size
+    bundle = load_bundle(published)
+    assert bundle.info["step"] == 7 and bundle.info["checkpoint"] == "step.safetensors"
+    assert bundle.info["regions"]["upper_lip"] == head.regions["upper_lip"].tolist()
+    assert torch.equal(torch.as_tensor(bundle.template), torch.as_tensor(head.vertices))
+
+
+def test_a_checkpoint_for_another_mesh_is_refused(tmp_path):
+    checkpoint = save_bundle(ModelBundle(tiny_model(), None, ("a", "b", "c")), tmp_path / "small.safetensors")
+    with pytest.raises(ValueError, match="the project's head has"):
+        publish(checkpoint, tmp_path / "default.safetensors")
