@@ -332,6 +332,9 @@ def stage(
     if (package / "vendor_model").exists():
         raise BuildError(f"{ADDON_DIR / 'vendor_model'} exists; the model package is copied from {MODEL_DIR}")
     shutil.copytree(MODEL_DIR, package / "vendor_model", ignore=COPY_IGNORE)
+    (package / "synth").mkdir()  # only the head generator: the built-in model's mesh (numpy only)
+    for name in ("__init__.py", "head.py"):
+        shutil.copy2(ROOT / "synth" / name, package / "synth" / name)
     for name in EXTRA_FILES:
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, package / name)

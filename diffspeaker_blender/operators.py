@@ -11,6 +11,7 @@ from bpy_extras.io_utils import ExportHelper
 
 from . import bake, compat
 from .export import export_fbx
+from .head_mesh import add_head
 from .core.job import AudioSource, Failed, Finished, GenerationJob, Progress, Request, describe_error, mesh_mismatch_message, run_generation
 from .core.model_source import SESSION_CACHE, ModelUnavailable
 from .preferences import preferences
@@ -242,6 +243,22 @@ class DIFFSPEAKER_OT_export_fbx(bpy.types.Operator, ExportHelper):
         return export_fbx(self.filepath)
 
 
+class DIFFSPEAKER_OT_add_head(bpy.types.Operator):
+    """Add the head that the built-in model animates"""
+
+    bl_idname = "diffspeaker.add_head"
+    bl_label = "Add DiffSpeaker Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        if context.mode != "OBJECT":
+            self.report({"ERROR"}, "Switch to Object Mode to add the head.")
+            return {"CANCELLED"}
+        obj = add_head(context)
+        self.report({"INFO"}, f"Added {obj.name} ({len(obj.data.vertices)} vertices)")
+        return {"FINISHED"}
+
+
 def _redraw(context):
     for area in context.screen.areas if context.screen else ():
         if area.type == "VIEW_3D":
@@ -253,6 +270,7 @@ classes = (
     DIFFSPEAKER_OT_cancel_job,
     DIFFSPEAKER_OT_remove_animation,
     DIFFSPEAKER_OT_export_fbx,
+    DIFFSPEAKER_OT_add_head,
 )
 
 register, unregister = bpy.utils.register_classes_factory(classes)

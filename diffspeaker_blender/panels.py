@@ -20,7 +20,9 @@ class DIFFSPEAKER_PT_main(bpy.types.Panel):
         obj = context.active_object
 
         box = layout.box()
-        box.label(text=f"Mesh: {obj.name}" if obj is not None and obj.type == "MESH" else "Mesh: select one", icon="MESH_DATA")
+        row = box.row()
+        row.label(text=f"Mesh: {obj.name}" if obj is not None and obj.type == "MESH" else "Mesh: select one", icon="MESH_DATA")
+        row.operator("diffspeaker.add_head", text="", icon="ADD")
         box.prop(settings, "audio_source", expand=True)
         if settings.audio_source == "STRIP":
             if scene.sequence_editor is not None:

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +32,8 @@ bpy = import_bpy()
 from diffspeaker_blender import bake, compat  # noqa: E402
 from diffspeaker_blender.core.model_source import builtin_model_path  # noqa: E402
 from diffspeaker_blender.export import export_fbx  # noqa: E402
-from synth.head import MATERIAL_COLORS, MATERIALS, build_head  # noqa: E402
+from diffspeaker_blender.head_mesh import add_head  # noqa: E402
+from synth.head import build_head  # noqa: E402
 from vendor_model.checkpoint import ModelBundle, load_bundle  # noqa: E402
 from vendor_model.config import SamplerConfig  # noqa: E402
 from vendor_model.pipeline import generate  # noqa: E402
@@ -62,21 +62,6 @@ def load_model(head) -> ModelBundle:
     return ModelBundle(model.eval(), head.vertices, ("random",), {"note": UNTRAINED})
 
 
-def head_object(head, name: str = "DiffSpeakerHead"):
-    mesh = bpy.data.meshes.new(name)
-    mesh.from_pydata(head.vertices.tolist(), [], head.polygons())
-    for material_name in MATERIALS:
-        material = bpy.data.materials.new(f"{name}_{material_name}")
-        material.diffuse_color = (*MATERIAL_COLORS[material_name], 1.0)
-        mesh.materials.append(material)
-    mesh.polygons.foreach_set("material_index", head.polygon_material().astype(np.int32))
-    mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
-    mesh.update()
-    obj = bpy.data.objects.new(name, mesh)
-    bpy.context.scene.collection.objects.link(obj)
-    return obj
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "out" / "demo"))
@@ -99,7 +84,7 @@ def main() -> None:
 
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0
-    obj = head_object(head)
+    obj = add_head(bpy.context)
     strip = compat.new_sound_strip(scene, "speech", str(Path(args.audio).resolve()), channel=1, frame_start=1)
     summary = bake.bake_offsets(obj, result.offsets, model_fps=result.fps, scene=scene, start_frame=strip.frame_start)
     scene.frame_start, scene.frame_end = 1, int(summary.last_frame)

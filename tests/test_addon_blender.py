@@ -182,3 +182,13 @@ def test_the_addon_registers_and_unregisters_cleanly(scene):
     addon_utils.disable(ADDON, default_set=True, handle_error=None)
     assert not hasattr(bpy.types.Scene, "diffspeaker")
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
+
+
+def test_add_head_creates_the_mesh_the_builtin_model_animates(scene):
+    from synth.head import MATERIALS, build_head
+
+    assert bpy.ops.diffspeaker.add_head() == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert len(obj.data.vertices) == len(build_head().vertices)
+    assert [m.name.rsplit("_", 1)[1] for m in obj.data.materials] == list(MATERIALS)
+    assert obj.select_get()

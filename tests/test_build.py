@@ -198,7 +198,8 @@ def test_build_without_wheels(plain_build):
     assert [z.name for z in zips] == [f"{EXT_ID}-{version}.zip"]
     with zipfile.ZipFile(zips[0]) as zf:
         names = zf.namelist()
-    assert {"blender_manifest.toml", "__init__.py", "vendor_model/pipeline.py"} <= set(names)
+    assert {"blender_manifest.toml", "__init__.py", "vendor_model/pipeline.py", "synth/head.py"} <= set(names)
+    assert "synth/tts.py" not in names  # only the head generator ships
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("wheels/")]
     manifest = zip_manifest(zips[0])
     assert manifest["version"] == version
@@ -319,6 +320,8 @@ def test_generate_runs_through_the_installed_extension(bpy_module, plain_build, 
         scene.diffspeaker.sound_strip, scene.diffspeaker.steps = strip.name, 3
 
         assert bpy.ops.diffspeaker.generate_animation() == {"FINISHED"}
+        assert bpy.ops.diffspeaker.add_head() == {"FINISHED"}  # the bundled head generator works
+        assert len(bpy.context.active_object.data.vertices) == 9277
 
         operator_module = sys.modules[type(scene.diffspeaker).__module__]
         assert operator_module.__name__.startswith(module_name)  # the installed copy did the work
