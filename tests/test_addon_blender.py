@@ -43,7 +43,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def scene(files):
-    reset_scene()
+    reset_scene()  # also drops the add-on from the preferences: re-enable it from scratch
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
     SESSION_CACHE.clear()
     prefs = bpy.context.preferences.addons[ADDON].preferences
