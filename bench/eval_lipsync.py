@@ -21,8 +21,8 @@ about 3 frames (100 ms at 30 fps) to score. Try --closure-mm 2 to see how close 
 
 The upper and lower lip vertex sets come from the model file's info["regions"] (keys
 "upper_lip" / "lower_lip"), or from --lips-upper / --lips-lower index files (whitespace- or
-comma-separated integers, or .npy). --demo-random builds a tiny random-weight model with a
-stand-in head in memory: its numbers are meaningless; it exercises the whole path.
+comma-separated integers, or .npy). --demo-random builds a tiny random-weight model on the
+project's head in memory: its numbers are meaningless; it exercises the whole path.
 """
 from __future__ import annotations
 
@@ -93,23 +93,24 @@ def lip_regions(
 # ---- the random demo model -------------------------------------------------------------------
 
 
-def _nearest(template: np.ndarray, point: np.ndarray, k: int, exclude: set[int]) -> list[int]:
-    order = np.argsort(np.linalg.norm(template - point, axis=1))
-    return [int(i) for i in order if int(i) not in exclude][:k]
-
-
 def demo_random_bundle():
-    """vendor_model.demo's random-weight model and ellipsoid head, with stand-in lip regions:
-    the 3 vertices nearest to where a mouth's upper and lower lip would sit on the front (+z)."""
-    from vendor_model.demo import demo_bundle
+    """A tiny random-weight model on the project's head, with its lip regions."""
+    import torch
 
-    bundle = demo_bundle(seed=0)
-    template = np.asarray(bundle.template, dtype=np.float64)
-    half = np.abs(template).max(axis=0)  # ellipsoid semi-axes
-    upper = _nearest(template, half * np.array([0.0, -0.35, 0.94]), 3, set())
-    lower = _nearest(template, half * np.array([0.0, -0.60, 0.80]), 3, set(upper))
-    bundle.info = {**bundle.info, "regions": {"upper_lip": upper, "lower_lip": lower}}
-    return bundle
+    from synth.head import build_head
+    from vendor_model.checkpoint import ModelBundle
+    from vendor_model.config import ModelConfig
+    from vendor_model.frontends import logmel_encoder_config
+    from vendor_model.model import DiffSpeaker
+
+    head = build_head()
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_vertices=len(head.vertices), fps=30, latent_dim=32, ff_size=64, num_styles=1,
+                      encoder=logmel_encoder_config(hidden_size=32, layers=1))
+    model = DiffSpeaker(cfg)
+    torch.nn.init.normal_(model.denoiser.motion_decoder.weight, std=1e-3)
+    regions = {name: head.regions[name].tolist() for name in ("upper_lip", "lower_lip")}
+    return ModelBundle(model.eval(), head.vertices, ("random",), {"note": "random weights", "regions": regions})
 
 
 # ---- one clip -----------------------------------------------------------------------------------
