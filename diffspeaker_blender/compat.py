@@ -36,20 +36,6 @@ def iter_fcurves(id_data: bpy.types.ID) -> Iterator[bpy.types.FCurve]:
         yield from list(action.fcurves)
 
 
-def remove_fcurve(id_data: bpy.types.ID, fcurve: bpy.types.FCurve) -> None:
-    """Remove one F-curve from the active action of `id_data`."""
-    action = id_data.animation_data.action
-    slot = getattr(id_data.animation_data, "action_slot", None)
-    if slot is not None and hasattr(action, "layers"):
-        for layer in action.layers:
-            for strip in layer.strips:
-                channelbag = strip.channelbag(slot)
-                if channelbag is not None and any(fc == fcurve for fc in channelbag.fcurves):
-                    channelbag.fcurves.remove(fcurve)
-                    return
-    action.fcurves.remove(fcurve)
-
-
 def action_is_empty(action: bpy.types.Action) -> bool:
     if hasattr(action, "layers"):
         return all(

@@ -50,7 +50,10 @@ class DIFFSPEAKER_AP_preferences(bpy.types.AddonPreferences):
         return ModelSpec("BUILTIN", device=device)
 
     def draw(self, context):
+        from . import manifest_version
+
         layout = self.layout
+        layout.label(text=f"DiffSpeaker Lip Sync {manifest_version()}")
         layout.prop(self, "model_source", expand=True)
         if self.model_source == "BUILTIN":
             path = builtin_model_path()

@@ -114,3 +114,17 @@ def test_the_panel_draws_in_every_state(scene, state):  # noqa: F811
         assert "Select the mesh to animate (make it the active object)" in drawn
     assert ("sound_strip" in drawn) == (state != "file")
     assert ("audio_file" in drawn) == (state == "file")
+
+
+@pytest.mark.parametrize("source", ["BUILTIN", "CHECKPOINT", "OFFICIAL"])
+def test_the_preferences_draw_for_every_model_source(scene, source):  # noqa: F811
+    from diffspeaker_blender import manifest_version
+    from diffspeaker_blender.preferences import DIFFSPEAKER_AP_preferences
+
+    log = []
+    prefs = SimpleNamespace(layout=RecordingLayout(log), model_source=source)
+    DIFFSPEAKER_AP_preferences.draw(prefs, bpy.context)
+    drawn = [text for _, text in log]
+    assert f"DiffSpeaker Lip Sync {manifest_version()}" in drawn
+    assert ("model_path" in drawn) == (source == "CHECKPOINT")
+    assert ("official_path" in drawn) == (source == "OFFICIAL")
