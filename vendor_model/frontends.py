@@ -245,8 +245,24 @@ class ResidualConvBlock(nn.Module):
         return (x + self.dropout(y)) * mask
 
 
-class _StrictWeights:
-    """`load_weights` / `freeze_feature_extractor` shared by the front-ends here."""
+class _FrontEnd:
+    """What the front-ends here share: the residual trunk at 50 fps after their own
+    input stage, the frame count, strict weight loading and the (no-op) freezing."""
+
+    def _build_trunk(self, hidden: int) -> None:
+        self.blocks = nn.ModuleList(
+            ResidualConvBlock(hidden, int(self.hp["kernel"]), float(self.hp["dropout"])) for _ in range(int(self.hp["layers"]))
+        )
+        self.norm_out = nn.LayerNorm(hidden)
+
+    def _trunk(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # h (B, Ta, C); mask (B, Ta, 1), 0 on padded frames
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.norm_out(h) * mask
+
+    def num_features(self, num_samples: int) -> int:
+        return num_samples // FEATURE_HOP + 1 if num_samples > 0 else 0
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
         """Strict: every expected key present with its shape, nothing else."""
@@ -268,7 +284,7 @@ class _StrictWeights:
         torch parameters; everything with parameters is meant to be trained."""
 
 
-class LogMelEncoder(_StrictWeights, SpeechEncoder):
+class LogMelEncoder(_FrontEnd, SpeechEncoder):
     """Log-mel spectrogram (100 fps) -> conv -> strided conv (50 fps) -> residual blocks."""
 
     feature_fps = 50.0
@@ -297,13 +313,7 @@ class LogMelEncoder(_StrictWeights, SpeechEncoder):
         self.conv_in = nn.Conv1d(n_mels, hidden, 3, padding=1)
         self.conv_down = nn.Conv1d(hidden, hidden, 3, stride=2, padding=1)
         self.norm_in = nn.LayerNorm(hidden)
-        self.blocks = nn.ModuleList(
-            ResidualConvBlock(hidden, int(self.hp["kernel"]), float(self.hp["dropout"])) for _ in range(int(self.hp["layers"]))
-        )
-        self.norm_out = nn.LayerNorm(hidden)
-
-    def num_features(self, num_samples: int) -> int:
-        return num_samples // FEATURE_HOP + 1 if num_samples > 0 else 0
+        self._build_trunk(hidden)
 
     def features(self, waveform: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised log-mel (B, n_mels, S // 160 + 1) with padded frames zeroed, and
@@ -351,9 +361,7 @@ class LogMelEncoder(_StrictWeights, SpeechEncoder):
         h = F.gelu(self.conv_down(h)).transpose(1, 2)  # (B, Ta, C), Ta = S // 320 + 1
         mask = _time_mask(_frames(lengths, FEATURE_HOP), h.shape[1]).to(dtype)[..., None]
         h = self.norm_in(h) * mask
-        for block in self.blocks:
-            h = block(h, mask)
-        return self.norm_out(h) * mask
+        return self._trunk(h, mask)
 
 
 # ---- hama phoneme posteriors ----------------------------------------------------------------
@@ -420,7 +428,7 @@ def hama_log_posteriors(samples: np.ndarray) -> np.ndarray:
     return np.asarray(log_probs[0, : int(np.asarray(out_lengths).reshape(-1)[0])], dtype=np.float32)
 
 
-class PhonemePosteriorEncoder(_StrictWeights, SpeechEncoder):
+class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
     """hama CTC log-posteriors (frozen, 50 fps) -> LayerNorm -> linear -> residual blocks."""
 
     feature_fps = 50.0
@@ -434,13 +442,7 @@ class PhonemePosteriorEncoder(_StrictWeights, SpeechEncoder):
         n_classes, hidden = int(self.hp["n_classes"]), self.feature_dim
         self.norm_in = nn.LayerNorm(n_classes)
         self.proj = nn.Linear(n_classes, hidden)
-        self.blocks = nn.ModuleList(
-            ResidualConvBlock(hidden, int(self.hp["kernel"]), float(self.hp["dropout"])) for _ in range(int(self.hp["layers"]))
-        )
-        self.norm_out = nn.LayerNorm(hidden)
-
-    def num_features(self, num_samples: int) -> int:
-        return num_samples // FEATURE_HOP + 1 if num_samples > 0 else 0
+        self._build_trunk(hidden)
 
     def posteriors(self, waveform: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) normalised waveform -> hama log-posteriors (B, Ta, n_classes) float32 on
@@ -475,6 +477,4 @@ class PhonemePosteriorEncoder(_StrictWeights, SpeechEncoder):
         mask = _time_mask(frames, post.shape[1]).to(device=device, dtype=dtype)[..., None]
         h = self.proj(self.norm_in(post.to(device=device, dtype=dtype))) * mask
         h = F.gelu(h)
-        for block in self.blocks:
-            h = block(h, mask)
-        return self.norm_out(h) * mask
+        return self._trunk(h, mask)
