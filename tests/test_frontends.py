@@ -259,6 +259,28 @@ def test_hama_posteriors_of_real_speech(spoken):
     assert _run(encoder, x).shape == (1, n, 32)
 
 
+@needs_hama
+def test_hama_runs_once_per_distinct_waveform(spoken, monkeypatch):
+    calls = []
+    session = frontends._hama_session()
+    real_run = session.session.run
+
+    class Counting:
+        def run(self, *args, **kwargs):
+            calls.append(1)
+            return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(session, "session", Counting())
+    clip = spoken[:16000].copy()
+    first = frontends.hama_log_posteriors(clip)
+    again = frontends.hama_log_posteriors(clip.copy())
+    other = frontends.hama_log_posteriors(clip * 0.5)
+    assert len(calls) == 2  # the repeat came from the cache; a different waveform did not
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert not first.flags.writeable  # shared with the cache: callers cannot corrupt it
+
+
 def test_a_clear_error_when_hama_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "hama", None)  # makes `import hama` raise ImportError
     with pytest.raises(HamaUnavailableError, match="not installed.*logmel"):

@@ -43,9 +43,11 @@ the meta device loads with `assign=True`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
@@ -61,6 +63,7 @@ __all__ = [
     "LogMelEncoder",
     "PhonemePosteriorEncoder",
     "ResidualConvBlock",
+    "hama_available",
     "hama_encoder_config",
     "hama_log_posteriors",
     "hama_phone_inventory",
@@ -397,6 +400,15 @@ def _import_hama():
     return hama
 
 
+def hama_available() -> bool:
+    """Whether the hama phoneme recogniser can run here (it cannot on Windows)."""
+    try:
+        _import_hama()
+    except HamaUnavailableError:
+        return False
+    return True
+
+
 def _hama_session():
     """One process-wide hama ASR session (loading takes ~50 ms; the weights are 4.7 MB)."""
     global _HAMA_SESSION
@@ -417,15 +429,50 @@ def hama_phone_inventory() -> list[str]:
     return list(_hama_session().decoder_tokens)
 
 
+class _PosteriorCache:
+    """Recently computed posteriors by the waveform's digest. Training shows the same clips
+    every epoch and hama (~0.1 s per second of speech) would otherwise dominate a CPU step."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes, self.bytes, self.items = max_bytes, 0, OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: np.ndarray) -> None:
+        with self.lock:
+            if key not in self.items:
+                self.items[key] = value
+                self.bytes += value.nbytes
+            while self.bytes > self.max_bytes and self.items:
+                self.bytes -= self.items.popitem(last=False)[1].nbytes
+
+
+_POSTERIOR_CACHE = _PosteriorCache()
+
+
 def hama_log_posteriors(samples: np.ndarray) -> np.ndarray:
-    """(N,) float32 16 kHz samples in [-1, 1] -> (T, n_classes) CTC log-posteriors, T = N // 320 + 1."""
-    asr = _hama_session()
+    """(N,) float32 16 kHz samples in [-1, 1] -> (T, n_classes) CTC log-posteriors, T = N // 320 + 1.
+    Results are cached by content (read-only arrays: copy before changing one)."""
     wav = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    key = hashlib.blake2b(wav.tobytes(), digest_size=16).digest()
+    cached = _POSTERIOR_CACHE.get(key)
+    if cached is not None:
+        return cached
+    asr = _hama_session()
     with _HAMA_LOCK:  # the native session is not documented as re-entrant
         log_probs, out_lengths = asr.session.run(
             ["log_probs", "out_lengths"], {"waveform": wav, "waveform_lengths": np.array([wav.shape[1]], dtype=np.int64)}
         )
-    return np.asarray(log_probs[0, : int(np.asarray(out_lengths).reshape(-1)[0])], dtype=np.float32)
+    result = np.array(log_probs[0, : int(np.asarray(out_lengths).reshape(-1)[0])], dtype=np.float32)
+    result.flags.writeable = False
+    _POSTERIOR_CACHE.put(key, result)
+    return result
 
 
 class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
@@ -463,7 +510,7 @@ class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
             lp = hama_log_posteriors(np.clip(x, -1.0, 1.0).astype(np.float32))
             if lp.shape[1] != n_classes:
                 raise ValueError(f"hama returned {lp.shape[1]} classes but this model was built for {n_classes} (n_classes)")
-            lp_t = torch.from_numpy(lp)
+            lp_t = torch.from_numpy(lp.copy())  # the cached array is read-only
             want = int(frames[row])
             if lp_t.shape[0] != want:  # another hama frame rate: resample to 50 fps
                 lp_t = F.interpolate(lp_t.T[None], size=want, mode="linear", align_corners=True)[0].T
