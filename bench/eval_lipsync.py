@@ -17,10 +17,13 @@ alignment (out/real_speech/alignments.json when present, otherwise aligned on th
 
 Caveat on closure: the official 3-tap output smoothing (VOCASET preset) lifts a closure held for
 only 1-2 frames above 1 mm when the neighbouring vowels are wide open; a mouth must stay shut for
-about 3 frames (100 ms at 30 fps) to score. Try --closure-mm 2 to see how close a model comes.
+about 3 frames (100 ms at 30 fps) to score. Whole-lip centres are a poor closure measure: on
+the project's head they stay 1-2 mm apart in a rig closure with the jaw slightly open (the rig's
+own ground truth scores 41 % with them, 96 % on the seam). Try --closure-mm 2 to see how close a model comes.
 
 The upper and lower lip vertex sets come from the model file's info["regions"] (keys
-"upper_lip" / "lower_lip"), or from --lips-upper / --lips-lower index files (whitespace- or
+"upper_lip_seam" / "lower_lip_seam", the inner contour where the lips meet, else "upper_lip" /
+"lower_lip"), or from --lips-upper / --lips-lower index files (whitespace- or
 comma-separated integers, or .npy). --demo-random builds a tiny random-weight model on the
 project's head in memory: its numbers are meaningless; it exercises the whole path.
 """
@@ -46,8 +49,8 @@ from vendor_model.alignment import PhoneSegment, align  # noqa: E402
 from vendor_model.config import SAMPLE_RATE, SamplerConfig  # noqa: E402
 from vendor_model import metrics  # noqa: E402
 
-UPPER_LIP_KEYS = ("upper_lip", "lips_upper", "lip_upper")
-LOWER_LIP_KEYS = ("lower_lip", "lips_lower", "lip_lower")
+UPPER_LIP_KEYS = ("upper_lip_seam", "upper_lip", "lips_upper", "lip_upper")
+LOWER_LIP_KEYS = ("lower_lip_seam", "lower_lip", "lips_lower", "lip_lower")
 RATES = (  # (rate, what it is a fraction of): pooled over clips by those counts
     ("closure_rate", "n_bilabials"),
     ("opening_rate", "n_open_vowels"),
@@ -109,7 +112,7 @@ def demo_random_bundle():
                       encoder=logmel_encoder_config(hidden_size=32, layers=1))
     model = DiffSpeaker(cfg)
     torch.nn.init.normal_(model.denoiser.motion_decoder.weight, std=1e-3)
-    regions = {name: head.regions[name].tolist() for name in ("upper_lip", "lower_lip")}
+    regions = {name: head.regions[name].tolist() for name in ("upper_lip_seam", "lower_lip_seam")}
     return ModelBundle(model.eval(), head.vertices, ("random",), {"note": "random weights", "regions": regions})
 
 

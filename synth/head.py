@@ -432,6 +432,11 @@ def _regions(v: np.ndarray, parts: dict) -> dict[str, np.ndarray]:
         "lips": lips | mask(seam) | mask(rings[:2]),
         "upper_lip": upper_lip,
         "lower_lip": lower_lip,
+        # The inner lip contour without the corners: where the lips meet. Lip-sync metrics
+        # measure opening here; the whole lips' centres part by 1-2 mm in a closure with the
+        # jaw slightly open, as the lip bodies stretch.
+        "upper_lip_seam": seam_upper,
+        "lower_lip_seam": seam_lower,
         "jaw": chin | lower_lip | mask(parts["lower_teeth"]) | mask(parts["tongue"]) | mask(pocket_lower),
         "chin": chin,
         "upper_face": front & (z > 0.0),

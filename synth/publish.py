@@ -18,7 +18,7 @@ from vendor_model.checkpoint import load_bundle, save_bundle
 from .head import build_head
 
 DEFAULT = Path(__file__).resolve().parents[1] / "diffspeaker_blender" / "models" / "default.safetensors"
-REGIONS = ("lips", "upper_lip", "lower_lip", "jaw", "upper_face", "eyes", "teeth", "tongue")
+REGIONS = ("lips", "upper_lip", "lower_lip", "upper_lip_seam", "lower_lip_seam", "jaw", "upper_face", "eyes", "teeth", "tongue")
 MAX_BYTES = 50 * 2**20  # the repository's budget for shipped weights
 
 
