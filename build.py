@@ -90,6 +90,9 @@ REQUIREMENTS: tuple[str, ...] = (
     "h11==0.16.0",
     "idna==3.20",
     "truststore==0.10.5",
+    # the built-in model's phoneme recogniser: one pure wheel carrying native engines for
+    # Linux and macOS; on Windows it imports but cannot run, and the log-mel default is used
+    "hama==1.7.0",
     # audio files
     "soundfile==0.14.0",
     "cffi==2.1.1",

@@ -2,6 +2,8 @@
 worker thread's messages, cancellation and plain-words errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import time
 
 import numpy as np
@@ -57,6 +59,25 @@ def test_builtin_model_is_found_inside_the_addon(tmp_path, monkeypatch, model_fi
     (tmp_path / "default.safetensors").write_bytes(model_file.read_bytes())
     assert ModelSpec("BUILTIN").model_file().name == "default.safetensors"
     assert ModelSpec("BUILTIN").vertex_count() == 20
+
+
+def test_builtin_default_falls_back_to_log_mel_where_hama_cannot_run(tmp_path, monkeypatch, model_file):
+    from vendor_model import checkpoint, frontends
+
+    monkeypatch.setattr(model_source, "BUILTIN_DIR", tmp_path)
+    hama_cfg = dataclasses.replace(checkpoint.read_config(model_file), encoder=frontends.hama_encoder_config())
+    real_read_config = checkpoint.read_config
+    monkeypatch.setattr(checkpoint, "read_config", lambda p: hama_cfg if p.name == "default.safetensors" else real_read_config(p))
+    (tmp_path / "default.safetensors").write_bytes(model_file.read_bytes())
+    (tmp_path / "default-logmel.safetensors").write_bytes(model_file.read_bytes())
+
+    monkeypatch.setattr(frontends, "hama_available", lambda: True)
+    assert ModelSpec("BUILTIN").model_file().name == "default.safetensors"
+    monkeypatch.setattr(frontends, "hama_available", lambda: False)  # e.g. Windows
+    assert ModelSpec("BUILTIN").model_file().name == "default-logmel.safetensors"
+    (tmp_path / "default-logmel.safetensors").unlink()
+    with pytest.raises(ModelUnavailable, match="cannot run on this computer"):
+        ModelSpec("BUILTIN").model_file()
 
 
 def test_vertex_count_is_read_without_loading_weights(model_file):

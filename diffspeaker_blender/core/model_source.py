@@ -20,10 +20,21 @@ class ModelUnavailable(ValueError):
     """The configured model cannot be used; the message says what to change."""
 
 
+# Preferred first. The default listens through the hama phoneme recogniser, which has no
+# Windows engine; the log-mel model is the default wherever hama cannot run.
+BUILTIN_ORDER = ("default.safetensors", "default-logmel.safetensors")
+
+
 def builtin_model_path() -> Path | None:
-    """The default model shipped inside the add-on, if this build has one."""
-    models = sorted(BUILTIN_DIR.glob("*.safetensors")) if BUILTIN_DIR.is_dir() else []
-    return models[0] if models else None
+    """The built-in model this machine can run, if this build has one."""
+    if not BUILTIN_DIR.is_dir():
+        return None
+    named = [BUILTIN_DIR / name for name in BUILTIN_ORDER]
+    models = [p for p in named if p.is_file()] + sorted(set(BUILTIN_DIR.glob("*.safetensors")) - set(named))
+    for path in models:
+        if model_module("checkpoint").read_config(path).encoder.kind != "hama" or model_module("frontends").hama_available():
+            return path
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,11 @@ class ModelSpec:
         """The file to load; raises ModelUnavailable with advice when there is none."""
         if self.kind == "BUILTIN":
             path = builtin_model_path()
+            if path is None and BUILTIN_DIR.is_dir() and any(BUILTIN_DIR.glob("*.safetensors")):
+                raise ModelUnavailable(
+                    "The built-in model needs the hama phoneme recogniser, which cannot run on this computer. "
+                    "Choose a log-mel model file in Edit > Preferences > Add-ons > DiffSpeaker."
+                )
             if path is None:
                 raise ModelUnavailable(
                     "This build has no built-in model yet. Choose a model file in "
