@@ -147,8 +147,9 @@ def cmd_train(args) -> int:
             encoder = load_encoder_dir(args.encoder)
             model = DiffSpeaker(dataclasses.replace(model_cfg, encoder=encoder.cfg), encoder=encoder)
         else:
-            print("note: the speech encoder starts from random weights; give --encoder DIR (e.g. wav2vec2-base-960h) "
-                  "to start from a pretrained one, as the official training does", file=sys.stderr)
+            if model_cfg.encoder.kind in ("wav2vec2", "hubert"):
+                print("note: the speech encoder starts from random weights; give --encoder DIR (e.g. wav2vec2-base-960h) "
+                      "to start from a pretrained one, as the official training does", file=sys.stderr)
             model = model_cfg
     path = train(model, layout, train_cfg, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
