@@ -48,6 +48,19 @@ def test_output_is_takes_frames_vertices_xyz_float32_at_the_model_rate(model, au
     assert np.abs(result.offsets).max() > 0
 
 
+def test_offsets_come_back_in_metres_whatever_the_motion_scale(audio):
+    # A head that always predicts the same x0: the sampler runs in scaled units, and
+    # generation divides its result by the scale.
+    outputs = []
+    for scale in (1.0, 1000.0):
+        model = tiny_model(seed=0, motion_scale=scale, smooth_output=False)
+        torch.nn.init.zeros_(model.denoiser.motion_decoder.weight)
+        torch.nn.init.constant_(model.denoiser.motion_decoder.bias, 2.0)
+        outputs.append(run(model, audio).offsets)
+    np.testing.assert_allclose(outputs[0], 2.0, atol=0.1)  # 4 steps leave a little of the noise
+    np.testing.assert_allclose(outputs[1] * 1000.0, outputs[0], rtol=1e-5)
+
+
 def test_style_selects_a_different_motion(model, audio):
     a = run(model, audio, seed=1)
     b = generate(model, audio, sample_rate=16000, style=2, sampler=SamplerConfig(steps=STEPS, seed=1), device="cpu")

@@ -284,6 +284,24 @@ def test_audio_drop_feeds_silence(layout, tmp_path):
     assert loss(batch, 0.0) != loss(other, 0.0)
 
 
+def test_motion_scale_trains_on_scaled_offsets(layout):
+    # A model that predicts zero: its loss is the targets' own size, so training in
+    # millimetres (motion_scale 1000) gives exactly 1000**2 times the loss in metres.
+    batch = collate([SpeechMotionDataset(layout, "train")[i] for i in (0, 3)])
+    steps = torch.tensor([10, 500])
+    losses = []
+    for scale in (1.0, 1000.0):
+        torch.manual_seed(0)
+        model = DiffSpeaker(tiny_config(motion_scale=scale)).eval()
+        with torch.no_grad():
+            losses.append(model.training_loss(batch, noise=torch.zeros_like(batch.offsets), timesteps=steps))
+    for name in ("position", "velocity"):
+        assert float(losses[0][name]) > 0
+        assert float(losses[1][name]) == pytest.approx(1e6 * float(losses[0][name]), rel=1e-4)
+    with pytest.raises(ValueError, match="motion_scale"):
+        tiny_config(motion_scale=0.0)
+
+
 def test_config_is_checked(layout, tmp_path):
     with pytest.raises(ValueError, match="epochs or max_steps"):
         TrainConfig().validate()

@@ -82,6 +82,10 @@ class ModelConfig:
     num_styles: int = 8
     max_len: int = 3000  # frames covered by the official bias tables
     smooth_output: bool = False  # 3-tap temporal smoothing of interior frames (VOCASET)
+    # The denoiser works on offsets x motion_scale. 1 is official (metres). Millimetres (1000)
+    # put the data at the noise's unit scale, so diffusion has signal to denoise and Adam's
+    # steps (lr, eps) are not measured against millimetre-sized targets in metres.
+    motion_scale: float = 1.0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -99,6 +103,8 @@ class ModelConfig:
         for name in ("n_vertices", "fps", "latent_dim", "ff_size", "num_heads", "num_layers", "period", "num_styles", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not (self.motion_scale > 0 and math.isfinite(self.motion_scale)):
+            raise ValueError(f"motion_scale must be a positive number, got {self.motion_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
