@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lips-upper", type=Path, help="upper-lip vertex index file")
     parser.add_argument("--lips-lower", type=Path, help="lower-lip vertex index file")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--method", choices=["official", "ddim"], help="sampling update (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--style", default="0", help="style index or name")
     parser.add_argument("--device", default="auto")
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
     upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, bundle.cfg.n_vertices)
 
     if args.heldout is not None:
-        sampler = SamplerConfig(steps=args.steps, seed=args.seed, takes=1)
+        sampler = SamplerConfig(steps=args.steps, method=args.method, seed=args.seed, takes=1)
         thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
         clips = heldout_clips(args.heldout)[: args.limit] if args.limit else heldout_clips(args.heldout)
         rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("no clips (is Debian's pocketsphinx-testdata installed?)")
     cached = json.loads(args.alignments.read_text())["clips"] if args.alignments.is_file() else {}
 
-    sampler = SamplerConfig(steps=args.steps, seed=args.seed, takes=1)
+    sampler = SamplerConfig(steps=args.steps, method=args.method, seed=args.seed, takes=1)
     style = bundle.style_index(args.style)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)

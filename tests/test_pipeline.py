@@ -61,6 +61,17 @@ def test_offsets_come_back_in_metres_whatever_the_motion_scale(audio):
     np.testing.assert_allclose(outputs[1] * 1000.0, outputs[0], rtol=1e-5)
 
 
+def test_the_sampling_update_defaults_to_the_models_own(audio):
+    import dataclasses
+
+    model = tiny_model(seed=0)
+    own = dataclasses.replace(model.cfg.diffusion, sample_method="ddim")
+    model.cfg = dataclasses.replace(model.cfg, diffusion=own)
+    default = run(model, audio).offsets
+    np.testing.assert_array_equal(default, run(model, audio, method="ddim").offsets)
+    assert not np.allclose(default, run(model, audio, method="official").offsets)
+
+
 def test_style_selects_a_different_motion(model, audio):
     a = run(model, audio, seed=1)
     b = generate(model, audio, sample_rate=16000, style=2, sampler=SamplerConfig(steps=STEPS, seed=1), device="cpu")

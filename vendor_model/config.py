@@ -65,6 +65,11 @@ class DiffusionConfig:
     beta_end: float = 0.012
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
     steps_offset: int = 1  # diffusers `steps_offset`: timesteps are 981, 961, ..., 1 for 50 steps
+    # The update this model is sampled with unless the caller picks one. The official one
+    # feeds the model (sqrt(abar) + sqrt(1 - abar)) x0_hat instead of a noisy sample: harmless
+    # in metres, where that input is ~0 next to unit noise, but with motion_scale 1000 it is a
+    # feedback loop that diverges over 50 steps. Such models sample with textbook DDIM.
+    sample_method: Literal["official", "ddim"] = "official"
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class SamplerConfig:
     """How to draw samples: the options behind the artist's quality/seed/takes controls."""
 
     steps: int = 50
-    method: Literal["official", "ddim"] = "official"  # official = diffusers-0.11 update used by the released weights
+    method: Literal["official", "ddim"] | None = None  # None = the model's own (DiffusionConfig.sample_method)
     eta: float = 0.0  # DDIM stochasticity; 0 = deterministic given the initial noise
     guidance: float = 0.0  # audio-free guidance scale s: x0 = x0_cond + s (x0_cond - x0_uncond)
     seed: int | None = 0
@@ -160,7 +165,7 @@ class SamplerConfig:
     def validate(self, num_train_timesteps: int = 1000) -> "SamplerConfig":
         if not 1 <= self.steps <= num_train_timesteps:
             raise ValueError(f"steps must be between 1 and {num_train_timesteps}, got {self.steps}")
-        if self.method not in ("official", "ddim"):
+        if self.method not in (None, "official", "ddim"):
             raise ValueError(f"method must be 'official' or 'ddim', got {self.method!r}")
         if not (0.0 <= self.eta <= 1.0) or math.isnan(self.eta):
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")

@@ -125,7 +125,7 @@ def generate(
     seeds = [base_seed + k for k in range(sampler.takes)]
     noise = _TakeNoise(seeds, num_frames, cfg.nfeats, device)
     style_ids = torch.full((sampler.takes,), style, dtype=torch.long, device=device)
-    plan = model.schedule.plan(sampler.steps, sampler.method, sampler.eta)
+    plan = model.schedule.plan(sampler.steps, sampler.method or cfg.diffusion.sample_method, sampler.eta)
     run = sample_fast if sampler.fast else sample_reference
 
     def window_outputs():  # generated one window at a time, so only one is held in memory

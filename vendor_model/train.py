@@ -62,7 +62,7 @@ class TrainConfig:
     log_every: int = 50  # steps
     val_every: int | None = None  # steps; validation samples the val split in full
     val_steps: int = 50  # sampler steps for validation (official 50)
-    val_method: str = "official"
+    val_method: str | None = None  # None: the model's own sampling update
     val_max_items: int | None = None  # None = the whole val split
     lip_indices: tuple[int, ...] | None = None  # vertex ids for the validation LVE
     checkpoint_every: int | None = 1000  # steps; a final checkpoint is always written
@@ -81,7 +81,7 @@ class TrainConfig:
             raise ValueError(f"audio_drop_prob must be in [0, 1], got {self.audio_drop_prob}")
         if self.lr <= 0 or self.weight_decay < 0 or self.num_workers < 0:
             raise ValueError("lr must be > 0, weight_decay and num_workers >= 0")
-        if self.val_method not in ("official", "ddim"):
+        if self.val_method not in (None, "official", "ddim"):
             raise ValueError(f"val_method must be 'official' or 'ddim', got {self.val_method!r}")
         return self
 
@@ -137,7 +137,7 @@ def _seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def sample_offsets(model: DiffSpeaker, item: MotionItem, styles: list[int], steps: int = 50, method: str = "official", seed: int = 0) -> torch.Tensor:
+def sample_offsets(model: DiffSpeaker, item: MotionItem, styles: list[int], steps: int = 50, method: str | None = None, seed: int = 0) -> torch.Tensor:
     """Fully sampled offsets (K, T, F) for one clip, one take per style, with T = the
     clip's ground-truth length (as the official validation does)."""
     device = next(model.parameters()).device
@@ -146,7 +146,7 @@ def sample_offsets(model: DiffSpeaker, item: MotionItem, styles: list[int], step
     noise = torch.randn(len(styles), num_frames, nfeats, generator=torch.Generator().manual_seed(seed))
     job = SamplingJob(
         memory=memory[None], style=torch.tensor(styles, device=device), init_noise=noise.to(device),
-        plan=model.schedule.plan(steps, method),
+        plan=model.schedule.plan(steps, method or model.cfg.diffusion.sample_method),
     )
     out = sample_fast(model.denoiser, job) / model.cfg.motion_scale  # (K, T, F) offsets
     return smooth_interior(out) if model.cfg.smooth_output else out
