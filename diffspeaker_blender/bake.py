@@ -18,6 +18,31 @@ Ownership rules, so an artist's rig is never damaged:
   Every further take goes into its own action "DS_<object>_take<k>" (with a fake user,
   so it survives saving while unassigned). Actions the tool made carry
   ``ACTION_KEY_PROP`` (the Key they animate) and ``ACTION_TAKE_PROP`` (the take).
+
+Regions (compact mode). The keys are made per face region (``core.cleanup``: lips, jaw,
+upper_face, other on the project's head; one "face" region on other meshes), so each key
+moves one region only and cleanup can smooth or scale a region on its own.
+
+What a compact bake keeps, so every cleanup step can be redone from scratch. Everything
+lives on the Key datablock (``BAKE_PROP``), never on an action: take 0 may share the
+artist's action, and the artist may swap actions around. ID properties save with the
+.blend and follow undo. The group holds:
+
+    mode          "COMPACT" (or "EXACT": then nothing else; cleanup needs a compact bake)
+    names         (K,) tool key names, DS_basis_000 ...
+    regions       (K,) the region of each key
+    start, frames raw value j of every key is on scene frame start + j, j < frames
+    takes         {"0": (K * frames,) float32 raw values of take 0 (row-major (K, frames)), "1": ...}
+    action        the action that shows the active take (take 0's action after a bake)
+    active_take   which take that action shows
+    cleanup       the cleanup settings (``CleanupSettings.to_dict``); a bake resets them
+
+Takes. The active action (``action`` above, often the artist's own) shows one take at a
+time: switching a take (``cleanup.use_take``) rewrites only the tool's F-curves in it,
+derived from that take's raw values and the cleanup settings, so the artist's curves in
+the same action are never removed. Takes 1.. always keep their own actions,
+"DS_<object>_take<k>", derived the same way, for the NLA editor; take 0's own curves
+are its raw values, shown again by switching back to it.
 """
 from __future__ import annotations
 
@@ -30,12 +55,14 @@ import numpy as np
 
 from . import compat
 from .core import bake_math, timing
+from .core import cleanup as cleanup_math
 
 MODES = ("COMPACT", "EXACT")
 BASIS_NAME = "Basis"
 CREATED_BASIS_PROP = "diffspeaker_created_basis"  # on the Key: the tool made its Basis
 ACTION_KEY_PROP = "diffspeaker_key"  # on the tool's actions: the Key datablock they animate
 ACTION_TAKE_PROP = "diffspeaker_take"  # on the tool's actions: the take index they hold
+BAKE_PROP = "diffspeaker_bake"  # on the Key: what the last bake made (see the module docstring)
 
 # 'key_blocks["DS_basis_000"].value' -> 'DS_basis_000' (names with escaped quotes included).
 _KEY_BLOCK_PATH = re.compile(r'key_blocks\["((?:[^"\\]|\\.)*)"\]')
@@ -68,6 +95,7 @@ class BakeResult:
     frame_end: int  # scene.frame_end after the bake
     action: str  # the action holding take 0 (the active one on the Key); "" when nothing moves
     take_actions: tuple = ()  # names of the actions holding takes 1.. (COMPACT only)
+    key_regions: tuple = ()  # (K,) the face region of each key (COMPACT only)
 
     def summary(self) -> str:
         """One short line, e.g. "12 shape keys, frames 1-73, max error 0.08 mm"."""
@@ -113,10 +141,16 @@ def bake_offsets(
     mode: str = "COMPACT",
     max_error_m: float = 1e-4,
     max_keys: int = 64,
+    regions: dict | None = None,
 ) -> BakeResult:
     """Bake offsets (takes, T, V, 3) or (T, V, 3), float metres at model_fps relative to the
     mesh's Basis, as shape keys animated on scene's timeline from start_frame (the scene frame
     of audio time 0, normally the sound strip's frame_start; default scene.frame_start).
+
+    Compact mode makes its keys per face region: regions maps a region name ("lips", "jaw",
+    "upper_face", ...) to a bool mask (V,) or vertex indices; overlaps go to the first in
+    cleanup's priority, the rest of the mesh is "other". None uses the project head's regions
+    when the mesh has its vertex count, else one "face" region. max_keys applies per region.
 
     Replaces whatever the tool baked before on this mesh and nothing else. Raises ValueError,
     before anything is changed, for a non-mesh, a vertex-count mismatch or bad input.
@@ -133,7 +167,12 @@ def bake_offsets(
 
     # All the maths first: if it fails, Blender has not been touched.
     if mode == "COMPACT":
-        compact = bake_math.compact_basis(takes.reshape(n_takes * n_frames, n_verts, 3), max_error_m, max_keys)
+        if regions is None:
+            regions = cleanup_math.cleanup_regions_for(n_verts)
+        parts = cleanup_math.disjoint_regions(regions, n_verts)
+        regional = cleanup_math.regional_compact_basis(takes.reshape(n_takes * n_frames, n_verts, 3), parts,
+                                                       max_error_m, max_keys)
+        compact, key_regions = regional.compact, regional.key_regions
         shapes = compact.basis  # (K, V, 3)
         take_weights = [  # per take: (n_scene, K) key values on the scene's frame grid
             timing.resample_motion(compact.weights[i * n_frames:(i + 1) * n_frames], model_fps, fps)
@@ -146,6 +185,7 @@ def bake_offsets(
         schedule = bake_math.exact_key_schedule(n_frames, start, model_fps, fps)
         n_scene = schedule.shown_key.shape[0]
         error_mm, target_mm, capped = 0.0, float(max_error_m) * 1e3, False
+        key_regions = ()
 
     key = _ensure_basis(obj)
     _remove_tool_keys(obj, key)
@@ -155,6 +195,8 @@ def bake_offsets(
 
     # Keyframes. Take 0 goes to the Key's active action; further takes to their own actions.
     take_actions: list = []
+    if BAKE_PROP in key:
+        del key[BAKE_PROP]  # the last bake's record (and its hold on an action) goes with its keys
     if not names:  # nothing moves (silence): no curves, and no empty tool actions left behind
         leftovers = _tool_actions(key)
     else:
@@ -163,8 +205,10 @@ def bake_offsets(
             frames = timing.scene_frames(n_scene, start)
             _animate(main, key, names, [frames] * len(names), take_weights[0].T, "LINEAR")
             take_actions = _animate_takes(obj, key, main, pool, names, frames, take_weights[1:])
+            _store_bake(key, names, key_regions, start, take_weights, main)
         else:
             _animate(main, key, names, schedule.frames, schedule.values, "CONSTANT")
+            key[BAKE_PROP] = {"mode": "EXACT"}
         leftovers = list(pool.values())  # takes of an earlier bake that had more takes
     for action in leftovers:
         _remove_action_if_empty(key, action)
@@ -180,6 +224,7 @@ def bake_offsets(
         frame_end_extended=bool(extended), frame_end=int(scene.frame_end),
         action=_active_action_name(key),
         take_actions=tuple(take_actions),
+        key_regions=tuple(key_regions),
     )
 
 
@@ -191,6 +236,8 @@ def remove_baked(obj: bpy.types.Object) -> int:
     key = obj.data.shape_keys
     if key is None:
         return 0
+    if BAKE_PROP in key:
+        del key[BAKE_PROP]
     removed = _remove_tool_keys(obj, key)
     anim = key.animation_data
     for action in _tool_actions(key):
@@ -421,3 +468,49 @@ def _write_fcurve(action, key, name: str, frames: np.ndarray, values: np.ndarray
     points.foreach_set("co", bake_math.fcurve_points(frames, values))
     points.foreach_set("interpolation", np.full(len(frames), interpolation, dtype=np.int32))
     fcurve.update()
+
+
+# --------------------------------------------------------------------------------------
+# The stored raw bake, and rewriting the tool's curves (used by cleanup)
+# --------------------------------------------------------------------------------------
+
+
+def _store_bake(key, names: list, key_regions: tuple, start: float, take_weights: list, main) -> None:
+    """Record the raw result on the Key (format in the module docstring)."""
+    key[BAKE_PROP] = {
+        "mode": "COMPACT",
+        "names": list(names),
+        "regions": list(key_regions),
+        "start": float(start),
+        "frames": int(take_weights[0].shape[0]),
+        # (n_scene, K) -> (K, n_scene), flat: one float32 array per take.
+        "takes": {str(k): np.ascontiguousarray(w.T, dtype=np.float32).ravel() for k, w in enumerate(take_weights)},
+        "action": main,
+        "active_take": 0,
+        "cleanup": cleanup_math.CleanupSettings().to_dict(),
+    }
+
+
+def take_action(key: bpy.types.Key, take: int):
+    """The tool's own action for take >= 1 of this Key, or None."""
+    return next((a for a in _tool_actions(key) if int(a.get(ACTION_TAKE_PROP, -1)) == take and take >= 1), None)
+
+
+def write_tool_curves(key: bpy.types.Key, action: bpy.types.Action, names: list, curves: list) -> None:
+    """Replace the keyframes of the tool's F-curves names[i] in action (in the Key's slot)
+    with curves[i] = (frames (N,), values (N,)), LINEAR; nothing else in action changes.
+    The action is assigned to the Key while writing (4.4+ finds the slot that way), then
+    the Key's action and slot are put back."""
+    anim = key.animation_data or key.animation_data_create()
+    previous, slot = anim.action, getattr(anim, "action_slot", None)
+    code = _interpolation("LINEAR")
+    try:
+        if anim.action != action:
+            anim.action = action
+        for name, (frames, values) in zip(names, curves, strict=True):
+            _write_fcurve(action, key, name, frames, values, code)
+    finally:
+        if anim.action != previous:
+            anim.action = previous
+        if slot is not None and previous is not None and getattr(anim, "action_slot", None) != slot:
+            anim.action_slot = slot

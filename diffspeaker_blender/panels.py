@@ -1,8 +1,9 @@
-"""The sidebar panel in the 3D Viewport (N panel, 'DiffSpeaker' tab)."""
+"""The sidebar panels in the 3D Viewport (N panel, 'DiffSpeaker' tab)."""
 from __future__ import annotations
 
 import bpy
 
+from .cleanup import label, status
 from .operators import disabled_reason
 
 
@@ -73,6 +74,48 @@ class DIFFSPEAKER_PT_main(bpy.types.Panel):
         row.operator("diffspeaker.export_fbx", icon="EXPORT")
 
 
-classes = (DIFFSPEAKER_PT_main,)
+class DIFFSPEAKER_PT_cleanup(bpy.types.Panel):
+    """Cleanup of the generated motion and the take switcher, for the active mesh."""
+
+    bl_idname = "DIFFSPEAKER_PT_cleanup"
+    bl_label = "Cleanup and Takes"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DiffSpeaker"
+    bl_parent_id = "DIFFSPEAKER_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        state = status(context.active_object)
+        if state.message:
+            layout.label(text=state.message, icon="INFO")
+            return
+        settings = state.settings
+
+        if state.takes > 1:
+            row = layout.row(align=True)
+            row.label(text="Take")
+            for take in range(state.takes):
+                op = row.operator("diffspeaker.use_take", text=str(take), depress=take == state.active_take)
+                op.take = take
+            layout.operator("diffspeaker.push_takes_to_nla", icon="NLA")
+
+        col = layout.column(align=True)
+        for region in state.regions:
+            col.label(text=f"{label(region)}: smoothing {settings.sigma(region):g}, "
+                           f"intensity {settings.gain(region):g}")
+        col.label(text=f"Time offset: {settings.time_offset:+g} frames")
+        decimated = settings.decimate_max_error_mm
+        col.label(text=f"Keys decimated within {decimated:g} mm" if decimated else "Keys on every frame")
+
+        grid = layout.grid_flow(columns=2, align=True)
+        grid.operator("diffspeaker.smooth_motion", icon="SMOOTHCURVE")
+        grid.operator("diffspeaker.set_intensity", icon="FULLSCREEN_ENTER")
+        grid.operator("diffspeaker.offset_motion", icon="TIME")
+        grid.operator("diffspeaker.decimate_keys", icon="IPO_LINEAR")
+        layout.operator("diffspeaker.reset_cleanup", icon="LOOP_BACK")
+
+
+classes = (DIFFSPEAKER_PT_main, DIFFSPEAKER_PT_cleanup)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -16,7 +16,7 @@ bpy = import_bpy()
 from diffspeaker_blender.core.job import GenerationJob  # noqa: E402
 from diffspeaker_blender.operators import DIFFSPEAKER_OT_generate_animation as Generate  # noqa: E402
 from diffspeaker_blender.operators import prepare  # noqa: E402
-from diffspeaker_blender.panels import DIFFSPEAKER_PT_main  # noqa: E402
+from diffspeaker_blender.panels import DIFFSPEAKER_PT_cleanup, DIFFSPEAKER_PT_main  # noqa: E402
 
 
 def modal_operator(context):
@@ -128,3 +128,39 @@ def test_the_preferences_draw_for_every_model_source(scene, source):  # noqa: F8
     assert f"DiffSpeaker Lip Sync {manifest_version()}" in drawn
     assert ("model_path" in drawn) == (source == "CHECKPOINT")
     assert ("official_path" in drawn) == (source == "OFFICIAL")
+
+
+@pytest.mark.parametrize("state", ["no mesh", "not generated", "exact", "compact", "cleaned up"])
+def test_the_cleanup_panel_draws_in_every_state(scene, state):  # noqa: F811
+    import numpy as np
+
+    from diffspeaker_blender import bake
+
+    if state == "no mesh":
+        bpy.context.view_layer.objects.active = None
+    else:
+        obj = grid_mesh("Face")
+        offsets = np.random.default_rng(0).standard_normal((2, 12, 20, 3)).astype(np.float32) * 1e-3
+        if state != "not generated":
+            bake.bake_offsets(obj, offsets, model_fps=30, scene=scene, start_frame=1,
+                              mode="EXACT" if state == "exact" else "COMPACT")
+        if state == "cleaned up":
+            bpy.ops.diffspeaker.smooth_motion(face=2.0)
+            bpy.ops.diffspeaker.decimate_keys(max_error_mm=0.2)
+            bpy.ops.diffspeaker.use_take(take=1)
+    log = []
+    DIFFSPEAKER_PT_cleanup.draw(SimpleNamespace(layout=RecordingLayout(log)), bpy.context)
+    drawn = [text for _, text in log]
+    operators = [text for kind, text in log if kind == "operator"]
+    if state in ("compact", "cleaned up"):
+        assert {"diffspeaker.smooth_motion", "diffspeaker.set_intensity", "diffspeaker.offset_motion",
+                "diffspeaker.decimate_keys", "diffspeaker.reset_cleanup", "diffspeaker.push_takes_to_nla"} <= set(drawn)
+        assert [text for text in operators if text in ("0", "1")] == ["0", "1"]  # the take switcher
+        smoothing = 2 if state == "cleaned up" else 0
+        assert f"Face: smoothing {smoothing:g}, intensity 1" in drawn
+        assert ("Keys decimated within 0.2 mm" in drawn) == (state == "cleaned up")
+    else:
+        assert not [text for text in drawn if text.startswith("diffspeaker.")]
+        expected = {"no mesh": "Select the mesh", "not generated": "has no generated motion",
+                    "exact": "Exact mode"}[state]
+        assert any(expected in text for text in drawn), drawn
