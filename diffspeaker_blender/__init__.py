@@ -13,9 +13,9 @@ from pathlib import Path
 def _modules() -> tuple:
     # Imported here, not at module level, so the package (and its bpy-free core)
     # can be imported outside Blender.
-    from . import operators, panels, preferences, properties
+    from . import cleanup, operators, panels, preferences, properties, retarget
 
-    return (preferences, properties, operators, panels)
+    return (preferences, properties, operators, cleanup, panels, retarget)
 
 
 def manifest_version() -> str:

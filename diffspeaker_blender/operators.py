@@ -9,7 +9,7 @@ import bpy
 from bpy.props import StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import bake, compat
+from . import arkit_bake, bake, compat, retarget
 from .export import export_fbx
 from .head_mesh import add_head
 from .core.job import AudioSource, Failed, Finished, GenerationJob, Progress, Request, describe_error, mesh_mismatch_message, run_generation
@@ -74,8 +74,12 @@ def prepare(context) -> tuple[Request, Target]:
     spec = preferences(context).model_spec()
     model_vertices = spec.vertex_count()  # raises ModelUnavailable with advice
     mesh_vertices = len(obj.data.vertices)
-    if model_vertices is not None and model_vertices != mesh_vertices:
-        raise ValueError(mesh_mismatch_message(mesh_vertices, model_vertices))
+    # A character bound to a guide: the model animates the guide, bake_result moves the motion across.
+    guide_vertices = retarget.bound_guide_vertices(obj)
+    if guide_vertices is not None and model_vertices in (None, guide_vertices):
+        mesh_vertices = guide_vertices
+    elif model_vertices is not None and model_vertices != mesh_vertices:
+        raise ValueError(mesh_mismatch_message(mesh_vertices, model_vertices) + retarget.mismatch_hint(obj, model_vertices))
     request = Request(
         load_model=lambda: SESSION_CACHE.get(spec), audio=audio, style=settings.style, steps=settings.steps,
         guidance=settings.guidance, seed=settings.seed, takes=settings.takes, n_vertices=mesh_vertices,
@@ -93,10 +97,15 @@ def bake_result(context, target: Target, finished: Finished) -> str:
         raise ValueError("Switch the mesh to Object Mode to bake; nothing was changed.")
     settings = scene.diffspeaker
     generation = finished.generation
-    result = bake.bake_offsets(
-        obj, generation.offsets, model_fps=generation.fps, scene=scene, start_frame=target.start_frame,
-        mode=settings.bake_mode, max_error_m=settings.max_error_mm / 1000.0,
-    )
+    offsets, regions = retarget.motion_on(obj, generation.offsets)  # a bound character's, from its guide's
+    if retarget.use_arkit(scene, obj):
+        result = arkit_bake.bake_arkit(obj, offsets, model_fps=generation.fps, scene=scene,
+                                       start_frame=target.start_frame)
+    else:
+        result = bake.bake_offsets(
+            obj, offsets, model_fps=generation.fps, scene=scene, start_frame=target.start_frame,
+            mode=settings.bake_mode, max_error_m=settings.max_error_mm / 1000.0, regions=regions,
+        )
     return (
         f"{generation.offsets.shape[0]} take(s), {generation.duration_s:.1f} s of speech, style {finished.style_name}, "
         f"{result.summary()}, generated in {finished.seconds:.1f} s"
