@@ -9,6 +9,7 @@ so evaluation and retargeting find them, and the provenance of the training run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,8 +23,13 @@ REGIONS = ("lips", "upper_lip", "lower_lip", "upper_lip_seam", "lower_lip_seam",
 MAX_BYTES = 50 * 2**20  # the repository's budget for shipped weights
 
 
-def publish(checkpoint: Path, out: Path = DEFAULT) -> Path:
+def publish(checkpoint: Path, out: Path = DEFAULT, sample_method: str | None = None) -> Path:
+    """sample_method sets the update the model is sampled with by default (a sampling
+    choice, not part of the weights: e.g. "ddim" for a run started before its config named it)."""
     bundle = load_bundle(checkpoint)
+    if sample_method is not None:
+        bundle.model.cfg = dataclasses.replace(
+            bundle.cfg, diffusion=dataclasses.replace(bundle.cfg.diffusion, sample_method=sample_method))
     head = build_head()
     if bundle.cfg.n_vertices != len(head.vertices):
         raise ValueError(f"{checkpoint} animates {bundle.cfg.n_vertices} vertices, the project's head has {len(head.vertices)}")
@@ -45,8 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=DEFAULT)
+    parser.add_argument("--sample-method", choices=["official", "ddim"], help="the model's default sampling update")
     args = parser.parse_args()
-    path = publish(args.checkpoint, args.out)
+    path = publish(args.checkpoint, args.out, args.sample_method)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
 
 

@@ -21,6 +21,15 @@ def test_publish_writes_a_half_size_model_with_the_head_and_its_regions(tmp_path
     assert bundle.info["step"] == 7 and bundle.info["checkpoint"] == "step.safetensors"
     assert bundle.info["regions"]["upper_lip"] == head.regions["upper_lip"].tolist()
     assert torch.equal(torch.as_tensor(bundle.template), torch.as_tensor(head.vertices))
+    assert bundle.cfg.diffusion.sample_method == "official"  # kept unless asked
+
+
+def test_publish_can_set_the_default_sampling_update(tmp_path):
+    head = build_head()
+    checkpoint = save_bundle(ModelBundle(tiny_model(n_vertices=len(head.vertices)), None, ("a", "b", "c")),
+                             tmp_path / "step.safetensors")
+    published = publish(checkpoint, tmp_path / "default.safetensors", sample_method="ddim")
+    assert load_bundle(published).cfg.diffusion.sample_method == "ddim"
 
 
 def test_a_checkpoint_for_another_mesh_is_refused(tmp_path):
