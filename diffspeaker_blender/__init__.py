@@ -15,7 +15,7 @@ def _modules() -> tuple:
     # can be imported outside Blender.
     from . import cleanup, operators, panels, preferences, properties, retarget
 
-    return (preferences, properties, operators, cleanup, panels, retarget)
+    return (preferences, properties, operators, cleanup, retarget, panels)
 
 
 def manifest_version() -> str:

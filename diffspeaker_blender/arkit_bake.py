@@ -114,21 +114,21 @@ def bake_arkit(obj: bpy.types.Object, offsets: np.ndarray, *, model_fps: float, 
 
 
 def remove_arkit_curves(obj: bpy.types.Object) -> int:
-    """Remove the F-curves the tool wrote on obj's ARKit keys (the keys keep their values);
-    returns how many keys lost their curve."""
+    """Remove the F-curves the tool wrote on obj's ARKit keys (the keys keep their values),
+    and the tool's own action if that leaves it empty; returns how many keys lost their curve."""
     key = obj.data.shape_keys if obj is not None and obj.type == "MESH" else None
     if key is None or ARKIT_CURVES_PROP not in key:
         return 0
     removed = _remove_curves(key, set(key[ARKIT_CURVES_PROP]))
     del key[ARKIT_CURVES_PROP]
+    action = key.animation_data.action if key.animation_data is not None else None
+    if action is not None and action.get(bake.ACTION_KEY_PROP) == key:
+        bake._remove_action_if_empty(key, action)  # "DS_<object>", made for these curves
     return removed
 
 
 def _co(block) -> np.ndarray:
-    points = block.points if hasattr(block, "points") else block.data
-    co = np.empty(3 * len(points), np.float32)
-    points.foreach_get("co", co)
-    return co.reshape(-1, 3).astype(np.float64)
+    return bake.shape_key_co(block).astype(np.float64)
 
 
 def _key_name(data_path: str) -> str | None:
@@ -143,14 +143,11 @@ def _remove_curves(key: bpy.types.Key, names: set) -> int:
     anim = key.animation_data
     if not names or anim is None or anim.action is None:
         return 0
-    action, slot = anim.action, getattr(anim, "action_slot", None)
-    if hasattr(action, "layers"):  # 4.4+: layers -> strips -> channelbag of the slot
-        collections = [strip.channelbag(slot).fcurves for layer in action.layers for strip in layer.strips
-                       if slot is not None and strip.channelbag(slot) is not None]
-    else:
-        collections = [action.fcurves]
+    slot = getattr(anim, "action_slot", None)  # None before 4.4: one set of curves
+    if slot is None and hasattr(anim.action, "layers"):
+        return 0  # 4.4+ without a slot: nothing in the action animates this Key
     removed = 0
-    for fcurves in collections:
+    for fcurves in bake._fcurve_collections(anim.action, slot):
         for fcurve in [fc for fc in fcurves if _key_name(fc.data_path) in names]:
             fcurves.remove(fcurve)
             removed += 1

@@ -302,11 +302,18 @@ def _points(block: bpy.types.ShapeKey):
     return block.points if hasattr(block, "points") else block.data
 
 
+def shape_key_co(block: bpy.types.ShapeKey) -> np.ndarray:
+    """(V, 3) float32: the positions of a shape key."""
+    points = _points(block)
+    co = np.empty(3 * len(points), dtype=np.float32)
+    points.foreach_get("co", co)
+    return co.reshape(-1, 3)
+
+
 def _add_tool_keys(obj, key, names: list, shapes: np.ndarray, slider_range: np.ndarray | None) -> None:
     """Add shape keys names[i] = Basis + shapes[i] (V, 3), at value 0, relative to the Basis."""
     active = obj.active_shape_key.name if obj.active_shape_key is not None else None
-    basis_co = np.empty(3 * shapes.shape[1], dtype=np.float32)
-    _points(key.reference_key).foreach_get("co", basis_co)
+    basis_co = shape_key_co(key.reference_key).reshape(-1)
     for i, (name, delta) in enumerate(zip(names, shapes, strict=True)):
         block = obj.shape_key_add(name=name, from_mix=False)
         if block.name != name:  # cannot happen after _remove_tool_keys; never write to a wrong key

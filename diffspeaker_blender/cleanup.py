@@ -9,7 +9,7 @@ action or elsewhere, are never touched. Takes: see the module docstring of ``bak
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import bpy
 import numpy as np
@@ -17,6 +17,7 @@ from bpy.props import FloatProperty, IntProperty
 
 from . import bake
 from .core.cleanup import ARTIST_REGIONS, CleanupSettings, apply_cleanup
+from .polls import poll_reason
 
 REGION_LABELS = {"lips": "Lips", "jaw": "Jaw", "upper_face": "Upper Face", "other": "Other", "face": "Face"}
 DEFAULT_SIGMA = 1.0  # frames: what the Smooth button does on a curve not smoothed yet
@@ -149,14 +150,8 @@ def apply(obj, settings: CleanupSettings | None = None, take: int | None = None)
 
 def _key_shapes(key, names) -> np.ndarray:
     """(K, V, 3) float32: each tool key's offset from the Basis, as Blender has it now."""
-    basis = _co(key.reference_key)
-    return np.stack([_co(key.key_blocks[name]) - basis for name in names]).reshape(len(names), -1, 3)
-
-
-def _co(block) -> np.ndarray:
-    co = np.empty(3 * len(block.data), dtype=np.float32)
-    (block.points if hasattr(block, "points") else block.data).foreach_get("co", co)
-    return co
+    basis = bake.shape_key_co(key.reference_key)
+    return np.stack([bake.shape_key_co(key.key_blocks[name]) - basis for name in names])
 
 
 def _fit_sliders(key, stored: StoredBake, derived) -> None:
@@ -254,14 +249,6 @@ def status(obj) -> Status:
 # --------------------------------------------------------------------------------------
 
 
-def _mesh_poll(cls, context) -> bool:
-    obj = context.active_object
-    if obj is None or obj.type != "MESH":
-        cls.poll_message_set("Select the mesh with the generated motion")
-        return False
-    return True
-
-
 class _CleanupOperator:
     """Shared execute: run(), report in plain words, one undo step."""
 
@@ -269,7 +256,9 @@ class _CleanupOperator:
 
     @classmethod
     def poll(cls, context):
-        return _mesh_poll(cls, context)
+        obj = context.active_object
+        return poll_reason(cls, "" if obj is not None and obj.type == "MESH"
+                           else "Select the mesh with the generated motion")
 
     def execute(self, context):
         try:
@@ -279,6 +268,43 @@ class _CleanupOperator:
             return {"CANCELLED"}
         self.report({"INFO"}, message)
         return {"FINISHED"}
+
+    def _start_from_stored(self, context, prop: str, value) -> None:
+        """invoke: a property not given starts from value(the stored settings), so Adjust
+        Last Operation shows the current state."""
+        if not self.properties.is_property_set(prop):
+            try:
+                setattr(self, prop, value(stored_bake(context.active_object).settings))
+            except ValueError:
+                pass  # nothing to clean up: execute says so
+
+
+class _RegionOperator(_CleanupOperator):
+    """Smooth and Intensity: one value per face region; regions not given keep theirs.
+    Subclasses say which CleanupSettings mapping they set (plain attributes: annotations
+    would be read as Blender properties)."""
+
+    settings_field = ""  # "smoothing" or "intensity": {region: value}
+    neutral = 0.0  # the value that leaves a region as generated (not stored)
+    start = 0.0  # where the slider of a region not set yet starts
+    title = ""  # the report: "<title>: Jaw 2, Lips 1", or "<title>: <nothing>" with none set
+    nothing = ""
+
+    def invoke(self, context, event):
+        current = status(context.active_object)
+        values = getattr(current.settings, self.settings_field)
+        self._fill_regions(context, {r: values.get(r, self.start) for r in current.regions})
+        return self.execute(context)
+
+    def draw(self, context):
+        self._draw_regions(context)
+
+    def run(self, obj) -> str:
+        stored = stored_bake(obj)
+        given = self._region_values(stored, getattr(stored.settings, self.settings_field))
+        values = {r: v for r, v in given.items() if v != self.neutral}
+        apply(obj, replace(stored.settings, **{self.settings_field: values}))
+        return f"{self.title}: " + (", ".join(f"{label(r)} {v:g}" for r, v in values.items()) or self.nothing)
 
     def _region_values(self, stored: StoredBake, current: Mapping) -> dict:
         """current, with the regions whose property was given replaced by it."""
@@ -323,11 +349,14 @@ def _gain(label: str):
                          description="Intensity of this region's motion (1: as generated, 0: still)")
 
 
-class DIFFSPEAKER_OT_smooth_motion(_CleanupOperator, bpy.types.Operator):
+class DIFFSPEAKER_OT_smooth_motion(_RegionOperator, bpy.types.Operator):
     """Smooth the generated motion per face region (re-derived from the generated result)"""
 
     bl_idname = "diffspeaker.smooth_motion"
     bl_label = "Smooth"
+
+    settings_field, neutral, title, nothing = "smoothing", 0.0, "Smoothing", "none"
+    start = DEFAULT_SIGMA  # a region not smoothed yet: pressing Smooth should smooth
 
     jaw: _sigma("Jaw")
     lips: _sigma("Lips")
@@ -335,51 +364,21 @@ class DIFFSPEAKER_OT_smooth_motion(_CleanupOperator, bpy.types.Operator):
     other: _sigma("Other")
     face: _sigma("Face")
 
-    def invoke(self, context, event):
-        # A region not smoothed yet gets the default: pressing Smooth should smooth.
-        current = status(context.active_object)
-        self._fill_regions(context, {r: current.settings.sigma(r) or DEFAULT_SIGMA for r in current.regions})
-        return self.execute(context)
 
-    def draw(self, context):
-        self._draw_regions(context)
-
-    def run(self, obj) -> str:
-        stored = stored_bake(obj)
-        smoothing = {r: s for r, s in self._region_values(stored, stored.settings.smoothing).items() if s > 0}
-        settings = CleanupSettings(smoothing, stored.settings.intensity, stored.settings.time_offset,
-                                   stored.settings.decimate_max_error_mm)
-        apply(obj, settings)
-        return "Smoothing: " + (", ".join(f"{label(r)} {s:g}" for r, s in smoothing.items()) or "none")
-
-
-class DIFFSPEAKER_OT_set_intensity(_CleanupOperator, bpy.types.Operator):
+class DIFFSPEAKER_OT_set_intensity(_RegionOperator, bpy.types.Operator):
     """Scale the generated motion per face region (1: as generated, 0: still)"""
 
     bl_idname = "diffspeaker.set_intensity"
     bl_label = "Intensity"
+
+    settings_field, neutral, title, nothing = "intensity", 1.0, "Intensity", "as generated"
+    start = 1.0
 
     jaw: _gain("Jaw")
     lips: _gain("Lips")
     upper_face: _gain("Upper Face")
     other: _gain("Other")
     face: _gain("Face")
-
-    def invoke(self, context, event):
-        current = status(context.active_object)
-        self._fill_regions(context, {r: current.settings.gain(r) for r in current.regions})
-        return self.execute(context)
-
-    def draw(self, context):
-        self._draw_regions(context)
-
-    def run(self, obj) -> str:
-        stored = stored_bake(obj)
-        intensity = {r: g for r, g in self._region_values(stored, stored.settings.intensity).items() if g != 1.0}
-        settings = CleanupSettings(stored.settings.smoothing, intensity, stored.settings.time_offset,
-                                   stored.settings.decimate_max_error_mm)
-        apply(obj, settings)
-        return "Intensity: " + (", ".join(f"{label(r)} {g:g}" for r, g in intensity.items()) or "as generated")
 
 
 class DIFFSPEAKER_OT_offset_motion(_CleanupOperator, bpy.types.Operator):
@@ -392,17 +391,11 @@ class DIFFSPEAKER_OT_offset_motion(_CleanupOperator, bpy.types.Operator):
                           options={"SKIP_SAVE"}, description="Offset from the generated timing, in frames")
 
     def invoke(self, context, event):
-        if not self.properties.is_property_set("frames"):
-            try:
-                self.frames = stored_bake(context.active_object).settings.time_offset
-            except ValueError:
-                pass
+        self._start_from_stored(context, "frames", lambda settings: settings.time_offset)
         return self.execute(context)
 
     def run(self, obj) -> str:
-        stored = stored_bake(obj)
-        settings = CleanupSettings(stored.settings.smoothing, stored.settings.intensity, _typed(self.frames),
-                                   stored.settings.decimate_max_error_mm)
+        settings = replace(stored_bake(obj).settings, time_offset=_typed(self.frames))
         apply(obj, settings)
         return f"Time offset: {settings.time_offset:+g} frames"
 
@@ -418,20 +411,13 @@ class DIFFSPEAKER_OT_decimate_keys(_CleanupOperator, bpy.types.Operator):
                                 description="Largest vertex error allowed (0: a keyframe on every frame again)")
 
     def invoke(self, context, event):
-        if not self.properties.is_property_set("max_error_mm"):
-            try:
-                self.max_error_mm = stored_bake(context.active_object).settings.decimate_max_error_mm \
-                    or DEFAULT_MAX_ERROR_MM
-            except ValueError:
-                pass
+        self._start_from_stored(context, "max_error_mm",
+                                lambda settings: settings.decimate_max_error_mm or DEFAULT_MAX_ERROR_MM)
         return self.execute(context)
 
     def run(self, obj) -> str:
-        stored = stored_bake(obj)
         error = _typed(self.max_error_mm) if self.max_error_mm > 0 else None
-        settings = CleanupSettings(stored.settings.smoothing, stored.settings.intensity, stored.settings.time_offset,
-                                   error)
-        applied = apply(obj, settings)
+        applied = apply(obj, replace(stored_bake(obj).settings, decimate_max_error_mm=error))
         if error is None:
             return f"Keyframes on every frame again ({applied.keyframes})"
         return (f"Kept {applied.keyframes} of {applied.frames} keyframes "

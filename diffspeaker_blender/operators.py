@@ -14,6 +14,7 @@ from .export import export_fbx
 from .head_mesh import add_head
 from .core.job import AudioSource, Failed, Finished, GenerationJob, Progress, Request, describe_error, mesh_mismatch_message, run_generation
 from .core.model_source import SESSION_CACHE, ModelUnavailable
+from .polls import poll_reason
 from .preferences import preferences
 
 
@@ -31,6 +32,9 @@ def disabled_reason(context) -> str:
     obj = context.active_object
     if obj is None or obj.type != "MESH":
         return "Select the mesh to animate (make it the active object)"
+    character = retarget.character_of(obj)
+    if character is not obj:
+        return f"'{obj.name}' is a guide: select the character '{character.name}' to animate it"
     if context.scene.diffspeaker.job.running:
         return "A generation is already running"
     return ""
@@ -125,10 +129,7 @@ class DIFFSPEAKER_OT_generate_animation(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        reason = disabled_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return not reason
+        return poll_reason(cls, disabled_reason(context))
 
     def execute(self, context):
         """Synchronous path: background mode, scripts and tests."""
@@ -216,7 +217,7 @@ class DIFFSPEAKER_OT_cancel_job(bpy.types.Operator):
 
 
 class DIFFSPEAKER_OT_remove_animation(bpy.types.Operator):
-    """Remove the shape keys and keyframes that DiffSpeaker made (yours are kept)"""
+    """Remove the shape keys and keyframes that DiffSpeaker made, its keyframes on ARKit keys too (yours are kept)"""
 
     bl_idname = "diffspeaker.remove_animation"
     bl_label = "Remove Generated Animation"
@@ -227,13 +228,23 @@ class DIFFSPEAKER_OT_remove_animation(bpy.types.Operator):
         return context.active_object is not None and context.active_object.type == "MESH"
 
     def execute(self, context):
+        obj = context.active_object
         try:
-            removed = bake.remove_baked(context.active_object)
+            keys = bake.remove_baked(obj)  # checks the mesh can be changed before anything is
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Removed {removed} generated shape keys" if removed else "Nothing generated to remove")
+        curves = arkit_bake.remove_arkit_curves(obj)
+        self.report({"INFO"}, removed_message(keys, curves))
         return {"FINISHED"}
+
+
+def removed_message(keys: int, arkit_curves: int) -> str:
+    """What Remove Generated Animation did, in words."""
+    parts = [f"{keys} generated shape key{'' if keys == 1 else 's'}"] if keys else []
+    if arkit_curves:
+        parts.append(f"the keyframes of {arkit_curves} ARKit key{'' if arkit_curves == 1 else 's'}")
+    return "Removed " + " and ".join(parts) if parts else "Nothing generated to remove"
 
 
 class DIFFSPEAKER_OT_export_fbx(bpy.types.Operator, ExportHelper):

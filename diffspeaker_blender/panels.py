@@ -5,14 +5,20 @@ import bpy
 
 from .cleanup import label, status
 from .operators import disabled_reason
+from .retarget import arkit_key_names, binding_problem, character_of, guide_moved, guide_of
 
 
-class DIFFSPEAKER_PT_main(bpy.types.Panel):
-    bl_idname = "DIFFSPEAKER_PT_main"
-    bl_label = "DiffSpeaker Lip Sync"
+class _Sidebar:
+    """The 'DiffSpeaker' tab of the 3D Viewport's sidebar."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "DiffSpeaker"
+
+
+class DIFFSPEAKER_PT_main(_Sidebar, bpy.types.Panel):
+    bl_idname = "DIFFSPEAKER_PT_main"
+    bl_label = "DiffSpeaker Lip Sync"
 
     def draw(self, context):
         layout = self.layout
@@ -74,14 +80,11 @@ class DIFFSPEAKER_PT_main(bpy.types.Panel):
         row.operator("diffspeaker.export_fbx", icon="EXPORT")
 
 
-class DIFFSPEAKER_PT_cleanup(bpy.types.Panel):
+class DIFFSPEAKER_PT_cleanup(_Sidebar, bpy.types.Panel):
     """Cleanup of the generated motion and the take switcher, for the active mesh."""
 
     bl_idname = "DIFFSPEAKER_PT_cleanup"
     bl_label = "Cleanup and Takes"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "DiffSpeaker"
     bl_parent_id = "DIFFSPEAKER_PT_main"
 
     def draw(self, context):
@@ -116,6 +119,41 @@ class DIFFSPEAKER_PT_cleanup(bpy.types.Panel):
         layout.operator("diffspeaker.reset_cleanup", icon="LOOP_BACK")
 
 
-classes = (DIFFSPEAKER_PT_main, DIFFSPEAKER_PT_cleanup)
+class DIFFSPEAKER_PT_retarget(_Sidebar, bpy.types.Panel):
+    """Fitting the model onto your own character (see retarget.py), for the active mesh or its guide."""
+
+    bl_idname = "DIFFSPEAKER_PT_retarget"
+    bl_label = "Your Character"
+    bl_parent_id = "DIFFSPEAKER_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        character = character_of(context.active_object)
+        if character is None or character.type != "MESH":
+            layout.label(text="Select your character's mesh", icon="INFO")
+            return
+        guide = guide_of(character)
+        row = layout.row(align=True)
+        row.operator("diffspeaker.add_guide", icon="MESH_MONKEY")
+        row.operator("diffspeaker.bind_guide", icon="CONSTRAINT")
+        props = character.diffspeaker_binding
+        layout.label(text=f"Guide: {guide.name}" if guide else "No guide", icon="OBJECT_DATA")
+        problem = binding_problem(character)
+        if props.bound and not problem:
+            layout.label(text=props.summary, icon="CHECKMARK")
+            if guide_moved(character):
+                layout.label(text="The guide moved since Bind: click Bind to use its new place", icon="ERROR")
+        elif props.bound:
+            layout.label(text=problem, icon="ERROR")
+        settings = context.scene.diffspeaker_retarget
+        layout.prop(settings, "use_arkit")
+        if settings.use_arkit:
+            found = arkit_key_names(character)
+            layout.label(text=f"{len(found)} ARKit mouth/jaw keys found" if found else "No ARKit keys on this mesh",
+                         icon="SHAPEKEY_DATA")
+
+
+classes = (DIFFSPEAKER_PT_main, DIFFSPEAKER_PT_cleanup, DIFFSPEAKER_PT_retarget)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -13,7 +13,8 @@ binding stored with the character, and the generated motion moved across when ba
                 bake_result): the usual shape keys, or, with "Drive ARKit Keys" on, keyframes
                 on the character's own ARKit keys (`arkit_bake`).
 
-The guide is never needed again after Bind: deleting it keeps the binding.
+The guide is never needed again after Bind: deleting it keeps the binding. The panel
+("Your Character") is in panels.py.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from bpy.props import (
 )
 from mathutils import Matrix
 
+from . import bake
 from .core import arkit as arkit_math
 from .core import retarget as retarget_math
+from .polls import poll_reason
 from .vendor import bundled_module
 
 GUIDE_PREFIX = "DS_guide_"
@@ -99,13 +102,11 @@ def guide_of(character):
 def _basis_co(obj) -> np.ndarray:
     """(V, 3) rest positions: the Basis shape key's when there is one (the mesh's otherwise)."""
     mesh = obj.data
-    co = np.empty(3 * len(mesh.vertices), np.float32)
     key = mesh.shape_keys
     if key is not None and key.reference_key is not None:
-        points = key.reference_key.points if hasattr(key.reference_key, "points") else key.reference_key.data
-        points.foreach_get("co", co)
-    else:
-        mesh.vertices.foreach_get("co", co)
+        return bake.shape_key_co(key.reference_key).astype(np.float64)
+    co = np.empty(3 * len(mesh.vertices), np.float32)
+    mesh.vertices.foreach_get("co", co)
     return co.reshape(-1, 3).astype(np.float64)
 
 
@@ -370,10 +371,7 @@ class DIFFSPEAKER_OT_add_guide(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        reason = _mesh_reason(context)
-        if reason:
-            cls.poll_message_set(reason)
-        return not reason
+        return poll_reason(cls, _mesh_reason(context))
 
     def execute(self, context):
         obj = context.active_object
@@ -416,9 +414,7 @@ class DIFFSPEAKER_OT_bind_guide(bpy.types.Operator):
         reason = _mesh_reason(context)
         if not reason and guide_of(character_of(context.active_object)) is None:
             reason = "Add a guide first"
-        if reason:
-            cls.poll_message_set(reason)
-        return not reason
+        return poll_reason(cls, reason)
 
     def execute(self, context):
         character = character_of(context.active_object)
@@ -433,48 +429,11 @@ class DIFFSPEAKER_OT_bind_guide(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class DIFFSPEAKER_PT_retarget(bpy.types.Panel):
-    bl_idname = "DIFFSPEAKER_PT_retarget"
-    bl_label = "Your Character"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "DiffSpeaker"
-    bl_parent_id = "DIFFSPEAKER_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
-
-    def draw(self, context):
-        layout = self.layout
-        character = character_of(context.active_object)
-        if character is None or character.type != "MESH":
-            layout.label(text="Select your character's mesh", icon="INFO")
-            return
-        guide = guide_of(character)
-        row = layout.row(align=True)
-        row.operator("diffspeaker.add_guide", icon="MESH_MONKEY")
-        row.operator("diffspeaker.bind_guide", icon="CONSTRAINT")
-        props = character.diffspeaker_binding
-        layout.label(text=f"Guide: {guide.name}" if guide else "No guide", icon="OBJECT_DATA")
-        problem = binding_problem(character)
-        if props.bound and not problem:
-            layout.label(text=props.summary, icon="CHECKMARK")
-            if guide_moved(character):
-                layout.label(text="The guide moved since Bind: click Bind to use its new place", icon="ERROR")
-        elif props.bound:
-            layout.label(text=problem, icon="ERROR")
-        settings = context.scene.diffspeaker_retarget
-        layout.prop(settings, "use_arkit")
-        if settings.use_arkit:
-            found = arkit_key_names(character)
-            layout.label(text=f"{len(found)} ARKit mouth/jaw keys found" if found else "No ARKit keys on this mesh",
-                         icon="SHAPEKEY_DATA")
-
-
 classes = (
     DIFFSPEAKER_PG_retarget_settings,
     DIFFSPEAKER_PG_binding,
     DIFFSPEAKER_OT_add_guide,
     DIFFSPEAKER_OT_bind_guide,
-    DIFFSPEAKER_PT_retarget,
 )
 
 

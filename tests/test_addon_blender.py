@@ -7,17 +7,15 @@ import pytest
 
 from vendor_model.checkpoint import ModelBundle, save_bundle
 
-from .bpy_env import import_bpy, reset_scene
+from .addon_env import ADDON, addon_enabled, disable_addon, enable_addon, ready_to_generate
+from .bpy_env import import_bpy
 from .conftest import speech_like, tiny_model, write_wav
 
 bpy = import_bpy()
-import addon_utils  # noqa: E402  (available once bpy is imported)
 
 from diffspeaker_blender import compat  # noqa: E402
 from diffspeaker_blender.core.bake_math import compact_key_name, is_tool_key  # noqa: E402
-from diffspeaker_blender.core.model_source import SESSION_CACHE  # noqa: E402
 
-ADDON = "diffspeaker_blender"
 GRID = (5, 4)  # 20 vertices: the tiny model's topology
 
 
@@ -43,19 +41,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def scene(files):
-    reset_scene()  # also drops the add-on from the preferences: re-enable it from scratch
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
-    addon_utils.enable(ADDON, default_set=True, handle_error=None)
-    SESSION_CACHE.clear()
-    prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.model_source, prefs.model_path, prefs.device = "CHECKPOINT", str(files["model"]), "CPU"
-    scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = 24, 1.0
-    strip = compat.new_sound_strip(scene, "Dialogue", str(files["wav"]), channel=1, frame_start=10)
-    scene.diffspeaker.sound_strip = strip.name
-    scene.diffspeaker.steps = 3
-    yield scene
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    with addon_enabled(fps=24) as scene:
+        yield ready_to_generate(scene, files["model"], files["wav"], strip_start=10, steps=3)
 
 
 def tool_keys(obj):
@@ -180,9 +167,9 @@ def test_generating_again_replaces_only_what_the_tool_made(scene):
 def test_the_addon_registers_and_unregisters_cleanly(scene):
     assert hasattr(bpy.types.Scene, "diffspeaker")
     assert hasattr(bpy.ops.diffspeaker, "generate_animation")
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    disable_addon()
     assert not hasattr(bpy.types.Scene, "diffspeaker")
-    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    enable_addon()
 
 
 def test_add_head_creates_the_mesh_the_builtin_model_animates(scene):

@@ -5,12 +5,10 @@ Meshes are a 12 x 12 grid "face" (0.2 m across) whose "mouth" opens at a known a
 """
 from __future__ import annotations
 
-
-
 import numpy as np
 import pytest
 
-from .bpy_env import import_bpy, reset_scene
+from .bpy_env import evaluated_co, import_bpy, key_co, mesh_co, reset_scene
 from .conftest import tone, write_wav
 
 bpy = import_bpy()
@@ -49,18 +47,6 @@ def make_face(name: str = "Face") -> bpy.types.Object:
     return obj
 
 
-def mesh_co(mesh) -> np.ndarray:
-    co = np.empty(3 * len(mesh.vertices), dtype=np.float32)
-    mesh.vertices.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
-
-def key_co(block) -> np.ndarray:
-    co = np.empty(3 * len(block.data), dtype=np.float32)
-    block.points.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
-
 def mouth_mask(co: np.ndarray) -> np.ndarray:
     return (np.abs(co[:, 0]) < 0.045) & (co[:, 2] > -0.07) & (co[:, 2] < -0.01)
 
@@ -81,16 +67,6 @@ def speech_offsets(obj, n_frames: int, fps: float, takes: int = 1, seed: int = 0
         out[k, :, :, 0] += smile[:, None] * (co[:, 0] / 0.1 * mouth)[None]
         out[k] += 1e-6 * rng.standard_normal(out[k].shape)
     return out.astype(np.float32)
-
-
-def evaluated_co(obj, frame: int) -> np.ndarray:
-    bpy.context.scene.frame_set(frame)
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    mesh = evaluated.to_mesh()
-    try:
-        return mesh_co(mesh)
-    finally:
-        evaluated.to_mesh_clear()
 
 
 def vertex_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,38 +8,23 @@ from types import MethodType, SimpleNamespace
 import numpy as np
 import pytest
 
-from .bpy_env import import_bpy, reset_scene
-from .test_blender_bake import (
-    artist_state,
-    curves_by_path,
-    evaluated_co,
-    make_face,
-    make_rigged_face,
-    mesh_co,
-    mouth_mask,
-    vertex_error,
-)
+from .addon_env import addon_enabled
+from .bpy_env import evaluated_co, import_bpy, mesh_co, reset_scene, select
+from .test_blender_bake import artist_state, curves_by_path, make_face, make_rigged_face, mouth_mask, vertex_error
 
 bpy = import_bpy()
-import addon_utils  # noqa: E402  (available once bpy is imported)
 
 from diffspeaker_blender import bake, cleanup, compat  # noqa: E402
 from diffspeaker_blender.core import cleanup as cleanup_math  # noqa: E402
 from diffspeaker_blender.core.cleanup import CleanupSettings, apply_cleanup  # noqa: E402
 
-ADDON = "diffspeaker_blender"
 MM = 1e-3
 
 
 @pytest.fixture(autouse=True)
 def addon():
-    reset_scene()  # also drops the add-on from the preferences: enable it from scratch
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
-    addon_utils.enable(ADDON, default_set=True, handle_error=None)
-    scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = 24, 1.0
-    yield
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    with addon_enabled(fps=24):
+        yield
     reset_scene()
 
 
@@ -79,11 +64,12 @@ def bake_face(obj, n_frames: int = 60, takes: int = 1, **kwargs):
                              start_frame=1, regions=face_regions(obj), **kwargs)
 
 
-def select(obj) -> None:
-    for other in bpy.context.view_layer.objects:
-        other.select_set(False)
-    obj.select_set(True)
-    bpy.context.view_layer.objects.active = obj
+def baked_face(**kwargs):
+    """A face with a compact bake (bake_face's options), selected for the operators."""
+    obj = make_face()
+    bake_face(obj, **kwargs)
+    select(obj)
+    return obj
 
 
 def tool_fcurves(key, action=None) -> dict:
@@ -217,9 +203,7 @@ def test_exact_and_silent_bakes_and_remove_leave_no_raw_result():
 
 
 def test_every_operator_rewrites_the_curves_exactly_from_raw_and_state():
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     expected = {}
     for name, kwargs in OPERATIONS:
         assert run_op(name, **kwargs) == {"FINISHED"}
@@ -241,9 +225,7 @@ def test_every_operator_rewrites_the_curves_exactly_from_raw_and_state():
 
 
 def test_order_does_not_matter_and_running_again_changes_nothing():
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     run_op("smooth_motion", jaw=2.0)
     run_op("decimate_keys", max_error_mm=0.05)
     first = tool_fcurves(obj.data.shape_keys)
@@ -258,9 +240,7 @@ def test_order_does_not_matter_and_running_again_changes_nothing():
 
 
 def test_regions_not_given_keep_their_setting():
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     run_op("set_intensity", jaw=0.5)
     run_op("set_intensity", lips=0.8)
     assert dict(CleanupSettings.from_dict(record(obj)["cleanup"]).intensity) == {"jaw": 0.5, "lips": 0.8}
@@ -286,9 +266,7 @@ def test_intensity_zero_stills_a_region_and_leaves_the_others_moving():
 
 
 def test_a_higher_intensity_widens_the_slider_range_so_blender_does_not_clamp():
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     run_op("set_intensity", jaw=2.0, lips=2.0)
     key = obj.data.shape_keys
     for name, (_, values) in tool_fcurves(key).items():
@@ -297,9 +275,7 @@ def test_a_higher_intensity_widens_the_slider_range_so_blender_does_not_clamp():
 
 
 def test_decimation_bound_holds_on_the_baked_fcurves():
-    obj = make_face()
-    bake_face(obj, n_frames=75)
-    select(obj)
+    obj = baked_face(n_frames=75)
     run_op("smooth_motion", lips=1.0)
     run_op("offset_motion", frames=0.5)
     full = expected_curves(obj, CleanupSettings.from_dict(record(obj)["cleanup"]))
@@ -325,9 +301,7 @@ def test_decimation_bound_holds_on_the_baked_fcurves():
 
 @pytest.mark.parametrize(("name", "kwargs"), OPERATIONS, ids=[name for name, _ in OPERATIONS])
 def test_each_operator_is_one_undo_step(name, kwargs):
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     run_op("set_intensity", lips=0.7)  # a state to go back to, so reset has something to undo
     bpy.ops.ed.undo_push(message="before")
     before_curves = tool_fcurves(obj.data.shape_keys)
@@ -379,9 +353,7 @@ def test_a_mesh_without_generated_motion_is_explained():
 
 
 def test_an_exact_bake_is_explained():
-    obj = make_face()
-    bake_face(obj, mode="EXACT")
-    select(obj)
+    baked_face(mode="EXACT")
     with pytest.raises(RuntimeError, match="Exact mode.*Compact"):
         run_op("decimate_keys", max_error_mm=0.1)
 
@@ -397,9 +369,7 @@ def test_a_region_the_mesh_lacks_is_explained():
 
 
 def test_renamed_generated_keys_are_explained_and_nothing_changes():
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     curves = tool_fcurves(obj.data.shape_keys)
     obj.data.shape_keys.key_blocks[1].name = "mine"
     with pytest.raises(RuntimeError, match="renamed or removed"):
@@ -445,9 +415,7 @@ def click(cls) -> set:
 def test_the_buttons_start_from_the_current_state():
     """A click: Smooth smooths every region not smoothed yet by the default and keeps the
     others; Intensity, Time Offset and Decimate start from the current state."""
-    obj = make_face()
-    bake_face(obj)
-    select(obj)
+    obj = baked_face()
     run_op("set_intensity", jaw=0.0)
     run_op("smooth_motion", lips=3.0)
     run_op("offset_motion", frames=-1.5)

@@ -15,23 +15,21 @@ import pytest
 
 from vendor_model.checkpoint import ModelBundle, save_bundle
 
-from .bpy_env import import_bpy, reset_scene
+from .addon_env import addon_enabled, disable_addon, enable_addon, ready_to_generate
+from .bpy_env import evaluated_co, import_bpy, key_co, mesh_co, reset_scene, select
 from .conftest import speech_like, tiny_model, write_wav
 
 bpy = import_bpy()
-import addon_utils  # noqa: E402
 from mathutils import Matrix  # noqa: E402
 
-from diffspeaker_blender import arkit_bake, compat, retarget  # noqa: E402
+from diffspeaker_blender import arkit_bake, compat, operators, retarget  # noqa: E402
 from diffspeaker_blender.core import arkit  # noqa: E402
 from diffspeaker_blender.core import retarget as retarget_math  # noqa: E402
 from diffspeaker_blender.core.bake_math import is_tool_key  # noqa: E402
-from diffspeaker_blender.core.model_source import SESSION_CACHE  # noqa: E402
 from synth import rig  # noqa: E402
 from synth.arkit_keys import arkit_shapes  # noqa: E402
 from synth.head import build_head  # noqa: E402
 
-ADDON = "diffspeaker_blender"
 HEAD = build_head()
 N_HEAD = len(HEAD.vertices)
 SCALE = 2.5
@@ -101,35 +99,6 @@ def add_artist_rig(obj) -> None:
         obj.keyframe_insert("location", frame=frame)
 
 
-def select(obj) -> None:
-    for other in bpy.context.view_layer.objects:
-        other.select_set(False)
-    obj.select_set(True)
-    bpy.context.view_layer.objects.active = obj
-
-
-def mesh_co(mesh) -> np.ndarray:
-    co = np.empty(3 * len(mesh.vertices), np.float32)
-    mesh.vertices.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
-
-def key_co(block) -> np.ndarray:
-    co = np.empty(3 * len(block.points), np.float32)
-    block.points.foreach_get("co", co)
-    return co.reshape(-1, 3)
-
-
-def evaluated_co(obj, frame: int) -> np.ndarray:
-    bpy.context.scene.frame_set(frame)
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    mesh = evaluated.to_mesh()
-    try:
-        return mesh_co(mesh)
-    finally:
-        evaluated.to_mesh_clear()
-
-
 def curves(id_data) -> dict:
     out = {}
     for fc in compat.iter_fcurves(id_data):
@@ -178,20 +147,10 @@ def files(tmp_path_factory):
 
 @pytest.fixture
 def scene(files):
-    reset_scene()
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
-    addon_utils.enable(ADDON, default_set=True, handle_error=None)
-    SESSION_CACHE.clear()
-    prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.model_source, prefs.model_path, prefs.device = "CHECKPOINT", str(files["model"]), "CPU"
-    scene = bpy.context.scene
-    scene.render.fps, scene.render.fps_base = 30, 1.0
-    strip = compat.new_sound_strip(scene, "Dialogue", str(files["wav"]), channel=1, frame_start=1)
-    scene.diffspeaker.sound_strip = strip.name
-    scene.diffspeaker.steps = 2
-    bpy.ops.ed.undo_push(message="scene ready")
-    yield scene
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    with addon_enabled(fps=30) as scene:
+        ready_to_generate(scene, files["model"], files["wav"], strip_start=1, steps=2)
+        bpy.ops.ed.undo_push(message="scene ready")
+        yield scene
     reset_scene()
 
 
@@ -372,19 +331,27 @@ def test_generate_with_arkit_keyframes_the_existing_keys_and_adds_none(scene):
     assert set(curves(key)) == {'key_blocks["blink"].value'}
 
 
+def known_arkit_motion(character, n_frames: int = 40, seed: int = 4) -> tuple[list, np.ndarray, np.ndarray]:
+    """(the character's ARKit key names, weights (T, K), motion (T, V, 3) = weights x those
+    keys' own shapes)."""
+    key = character.data.shape_keys
+    names = list(retarget.arkit_key_names(character).values())
+    rest = key_co(key.reference_key)
+    deltas = np.stack([key_co(key.key_blocks[n]) - rest for n in names])
+    rng = np.random.default_rng(seed)
+    weights = rng.random((n_frames, len(names))) * (rng.random((n_frames, len(names))) < 0.6)
+    weights[:, [arkit.canonical_arkit_name(n) for n in names].index("jawRight")] = 0.0  # = -jawLeft
+    return names, weights, np.einsum("tk,kvc->tvc", weights, deltas)
+
+
 def test_known_arkit_weights_come_back_as_keyframes(scene):
     """bake_arkit on motion = known weights x the character's own key shapes (30 fps scene,
     so keyframes are at model frames): every keyframe within 0.05 of its weight."""
     character = make_character(arkit=True, artist_rig=False)
     key = character.data.shape_keys
-    names = [b.name for b in key.key_blocks][1:]
-    rest = key_co(key.reference_key)
-    deltas = np.stack([key_co(key.key_blocks[n]) - rest for n in names])
-    rng = np.random.default_rng(4)
-    weights = rng.random((40, len(names))) * (rng.random((40, len(names))) < 0.6)
-    weights[:, [arkit.canonical_arkit_name(n) for n in names].index("jawRight")] = 0.0  # = -jawLeft
-    result = arkit_bake.bake_arkit(character, np.einsum("tk,kvc->tvc", weights, deltas), model_fps=30,
-                                   scene=scene, start_frame=1)
+    names, weights, motion = known_arkit_motion(character)
+    assert len(names) == len(key.key_blocks) - 1  # every ARKit key the character has
+    result = arkit_bake.bake_arkit(character, motion, model_fps=30, scene=scene, start_frame=1)
     print("\nARKit bake:", result.summary())
     assert set(result.keys) == set(names)
     got = curves(key)
@@ -393,6 +360,60 @@ def test_known_arkit_weights_come_back_as_keyframes(scene):
         assert np.array_equal(frames, np.arange(1, 41))
         assert np.abs(values - weights[:, i]).max() <= 0.05, name
     assert result.max_error_mm < 0.5
+
+
+@pytest.mark.parametrize("artist_rig", [True, False], ids=["into the artist's action", "into the tool's action"])
+def test_remove_after_an_arkit_bake_removes_the_tools_curves_and_keeps_the_artists(scene, artist_rig, capfd):
+    character = make_character(arkit=True, artist_rig=artist_rig)
+    key = character.data.shape_keys
+    pucker = key.key_blocks["mouthPucker"]
+    pucker.mute, pucker.value = True, 0.6  # the artist's muted ARKit key and its value: left alone
+    if artist_rig:  # the artist's own curve on an ARKit key, in their action
+        key.key_blocks["mouthFunnel"].value = 0.5
+        key.key_blocks["mouthFunnel"].keyframe_insert("value", frame=5)
+        before = artist_state(character)
+    artist_curves = {path: co.tobytes() for path, co in curves(key).items()}
+    key_names = [b.name for b in key.key_blocks]
+    result = arkit_bake.bake_arkit(character, known_arkit_motion(character)[2], model_fps=30, scene=scene,
+                                   start_frame=1)
+    assert "mouthPucker (muted)" in result.summary()
+    assert ("mouthFunnel (animated by you)" in result.summary()) == artist_rig
+    assert len(curves(key)) == len(artist_curves) + len(result.keys)
+
+    capfd.readouterr()
+    assert run("remove_animation") == {"FINISHED"}
+    assert f"Removed the keyframes of {len(result.keys)} ARKit keys" in capfd.readouterr().out  # the report
+    character = bpy.data.objects["Character"]
+    key = character.data.shape_keys
+    assert {path: co.tobytes() for path, co in curves(key).items()} == artist_curves
+    assert arkit_bake.ARKIT_CURVES_PROP not in key
+    assert key.key_blocks["mouthPucker"].mute and key.key_blocks["mouthPucker"].value == pytest.approx(0.6)
+    assert [b.name for b in key.key_blocks] == key_names
+    if artist_rig:
+        after = artist_state(character)
+        for part in ("blocks", "drivers", "key_curves", "object_action", "object_curves", "mesh"):
+            assert after[part] == before[part], part
+        assert key.animation_data.action.name == "ArtistBlinks"
+    else:  # the action the bake made for its curves went with them
+        assert key.animation_data.action is None and not bpy.data.actions
+
+
+def test_the_remove_message_names_both_counts():
+    assert operators.removed_message(3, 0) == "Removed 3 generated shape keys"
+    assert operators.removed_message(1, 12) == "Removed 1 generated shape key and the keyframes of 12 ARKit keys"
+    assert operators.removed_message(0, 0) == "Nothing generated to remove"
+
+
+def test_generate_on_a_guide_is_unavailable_and_says_to_select_the_character(scene):
+    make_character(artist_rig=False)
+    run("add_guide")
+    guide = bpy.data.objects["DS_guide_Character"]
+    select(guide)
+    assert operators.disabled_reason(bpy.context) == \
+        "'DS_guide_Character' is a guide: select the character 'Character' to animate it"
+    with pytest.raises(RuntimeError, match="select the character 'Character'"):
+        run("generate_animation")
+    assert guide.data.shape_keys is None
 
 
 def test_arkit_without_arkit_keys_bakes_new_keys_as_usual(scene):
@@ -407,10 +428,10 @@ def test_arkit_without_arkit_keys_bakes_new_keys_as_usual(scene):
 def test_the_addon_registers_and_unregisters_the_retarget_parts(scene):
     assert hasattr(bpy.types.Scene, "diffspeaker_retarget") and hasattr(bpy.types.Object, "diffspeaker_binding")
     assert hasattr(bpy.types, "DIFFSPEAKER_PT_retarget")
-    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    disable_addon()
     assert not hasattr(bpy.types.Scene, "diffspeaker_retarget")
     assert not hasattr(bpy.types.Object, "diffspeaker_binding")
-    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    enable_addon()
 
 
 def test_retarget_math_and_blender_share_the_region_names():
@@ -421,7 +442,7 @@ def test_retarget_math_and_blender_share_the_region_names():
 def test_the_retarget_panel_draws_in_every_state(scene, state):
     from types import SimpleNamespace
 
-    from diffspeaker_blender.retarget import DIFFSPEAKER_PT_retarget
+    from diffspeaker_blender.panels import DIFFSPEAKER_PT_retarget
 
     from .test_addon_ui import RecordingLayout
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .bpy_env import import_bpy
-from .test_blender_bake import artist_state, evaluated_co, make_face, make_rigged_face, mesh_co, vertex_error
+from .bpy_env import evaluated_co, import_bpy, mesh_co, select
+from .test_blender_bake import artist_state, make_face, make_rigged_face, vertex_error
 from .test_cleanup_blender import (  # noqa: F401  (addon: the autouse fixture)
     addon,
     assert_curves_equal,
@@ -16,7 +16,6 @@ from .test_cleanup_blender import (  # noqa: F401  (addon: the autouse fixture)
     face_regions,
     record,
     run_op,
-    select,
     tool_fcurves,
 )
 
