@@ -302,6 +302,28 @@ def test_motion_scale_trains_on_scaled_offsets(layout):
         tiny_config(motion_scale=0.0)
 
 
+def test_region_weights_multiply_that_regions_squared_errors(layout, tmp_path):
+    from vendor_model.model import position_velocity_loss
+
+    target = torch.randn(2, 5, 3 * N_VERTICES)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    weights = torch.ones(3 * N_VERTICES)
+    weights[:6] = 10.0  # vertices 0 and 1
+    plain = position_velocity_loss(torch.zeros_like(target), target, mask)
+    weighted = position_velocity_loss(torch.zeros_like(target), target, mask, weights)
+    extra = position_velocity_loss(torch.zeros_like(target[..., :6]), target[..., :6], mask)["position"] * 6 / (3 * N_VERTICES)
+    assert float(weighted["position"]) == pytest.approx(float(plain["position"] + 9 * extra), rel=1e-5)
+
+    with_regions = dataclasses.replace(layout, regions={"lips": (0, 1), "jaw": (1, 2)})
+    trainer = Trainer(tiny_config(), with_regions, quick(tmp_path, max_steps=1, region_weights={"lips": 10.0, "jaw": 4.0}))
+    assert trainer._loss_weights().reshape(-1, 3)[:4, 0].tolist() == [10.0, 10.0, 4.0, 1.0]
+    assert Trainer(tiny_config(), layout, quick(tmp_path, max_steps=1))._loss_weights() is None
+    with pytest.raises(ValueError, match="does not have"):
+        Trainer(tiny_config(), layout, quick(tmp_path, max_steps=1, region_weights={"lips": 10.0}))._loss_weights()
+    with pytest.raises(ValueError, match="must be positive"):
+        quick(tmp_path, max_steps=1, region_weights={"lips": 0.0}).validate()
+
+
 def test_config_is_checked(layout, tmp_path):
     with pytest.raises(ValueError, match="epochs or max_steps"):
         TrainConfig().validate()

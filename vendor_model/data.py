@@ -57,6 +57,7 @@ class DatasetLayout:
     templates: str = "templates.pkl"
     skip_missing_motion: bool = False  # True: a wav without its .npy is left out with a warning (FaceFormer)
     name: str = field(default="custom", compare=False)
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)  # name -> vertex ids
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -112,7 +113,8 @@ def layout_from_json(root: str | Path) -> DatasetLayout:
     """Layout described by `<root>/dataset.json`:
     {"fps": 30, "subsample": 1, "styles": [...],
      "splits": {"train": {"subjects": [...], "sentences": [1, 2, ...]}, "val": ..., "test": ...}}
-    Optional keys: "vertices_dir", "wav_dir", "templates", "skip_missing_motion"."""
+    Optional keys: "vertices_dir", "wav_dir", "templates", "skip_missing_motion", and
+    "regions" ({name: [vertex ids]}, e.g. "lips", for TrainConfig.region_weights)."""
     root = Path(root)
     path = root / "dataset.json"
     if not path.is_file():
@@ -128,6 +130,8 @@ def layout_from_json(root: str | Path) -> DatasetLayout:
         optional = {k: str(spec[k]) for k in ("vertices_dir", "wav_dir", "templates") if k in spec}
         if "skip_missing_motion" in spec:
             optional["skip_missing_motion"] = bool(spec["skip_missing_motion"])
+        if "regions" in spec:
+            optional["regions"] = {str(k): tuple(int(i) for i in v) for k, v in spec["regions"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DatasetError(f"{path} is not a valid dataset description ({type(exc).__name__}: {exc})") from None
     return DatasetLayout(root=root, fps=fps, subsample=subsample, splits=splits, styles=styles, name="json", **optional)

@@ -24,13 +24,17 @@ class TrainingBatch:
     style: torch.Tensor  # (B,) style index
 
 
-def position_velocity_loss(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def position_velocity_loss(
+    pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor, weights: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Official masked MSE of positions plus masked MSE of frame-to-frame velocities.
-    Padded elements count in the denominator, as in the official losses."""
+    Padded elements count in the denominator, as in the official losses. weights (F,)
+    multiplies each coordinate's squared errors (None: all equal, as official)."""
     m = frame_mask.to(pred.dtype).unsqueeze(-1)  # (B, T, 1)
     pred, target = pred * m, target * m
-    position = ((pred - target) ** 2).mean()
-    velocity = (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) ** 2).mean()
+    w = 1.0 if weights is None else weights.to(pred.dtype)
+    position = (w * (pred - target) ** 2).mean()
+    velocity = (w * ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) ** 2).mean()
     return {"position": position, "velocity": velocity, "total": position + velocity}
 
 
@@ -96,6 +100,7 @@ class DiffSpeaker(nn.Module):
         audio_drop_prob: float = 0.0,
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,  # (F,) per-coordinate loss weights; None = official
     ) -> dict[str, torch.Tensor]:
         """One step of the official diffusion training objective (x0 prediction).
 
@@ -117,4 +122,4 @@ class DiffSpeaker(nn.Module):
         frame_mask = batch.frame_mask.bool()
         pred = self.denoiser(x_t, memory, timesteps, batch.style, frame_mask)
         scale = self.cfg.motion_scale  # losses in the head's own units (mm for 1000)
-        return position_velocity_loss(pred * scale, batch.offsets * scale, frame_mask)
+        return position_velocity_loss(pred * scale, batch.offsets * scale, frame_mask, weights)

@@ -65,6 +65,9 @@ class TrainConfig:
     val_method: str | None = None  # None: the model's own sampling update
     val_max_items: int | None = None  # None = the whole val split
     lip_indices: tuple[int, ...] | None = None  # vertex ids for the validation LVE
+    # {region: weight}: squared errors of the region's vertices (the data's dataset.json
+    # "regions") count weight times; a vertex in several takes the largest. None: official.
+    region_weights: dict[str, float] | None = None
     checkpoint_every: int | None = 1000  # steps; a final checkpoint is always written
     out_dir: str = "runs/train"
     num_workers: int = 0
@@ -77,6 +80,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.region_weights is not None and any(not float(w) > 0 for w in self.region_weights.values()):
+            raise ValueError(f"region_weights must be positive, got {self.region_weights}")
         if not 0.0 <= self.audio_drop_prob <= 1.0:
             raise ValueError(f"audio_drop_prob must be in [0, 1], got {self.audio_drop_prob}")
         if self.lr <= 0 or self.weight_decay < 0 or self.num_workers < 0:
@@ -102,12 +107,13 @@ class TrainConfig:
 class _LossModule(nn.Module):
     """Routes the training loss through forward(), so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: DiffSpeaker, audio_drop_prob: float):
+    def __init__(self, model: DiffSpeaker, audio_drop_prob: float, weights: torch.Tensor | None):
         super().__init__()
         self.model, self.audio_drop_prob = model, audio_drop_prob
+        self.register_buffer("weights", weights, persistent=False)
 
     def forward(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        return self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob)
+        return self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob, weights=self.weights)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -216,7 +222,7 @@ class Trainer:
             self._restore(state)
         self.out_dir = Path(cfg.out_dir)
         self._val_data: SpeechMotionDataset | None | bool = False  # False = not loaded yet
-        net = _LossModule(self.model, cfg.audio_drop_prob)
+        net = _LossModule(self.model, cfg.audio_drop_prob, self._loss_weights())
         if self.world > 1:  # last, so that nothing after starting the group can fail
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world)
@@ -231,6 +237,19 @@ class Trainer:
         )
 
     # ---- setup ------------------------------------------------------------------------------
+
+    def _loss_weights(self) -> torch.Tensor | None:
+        """(F,) per-coordinate weights from cfg.region_weights, or None."""
+        if not self.cfg.region_weights:
+            return None
+        weights = torch.ones(self.model.cfg.n_vertices)
+        for name, weight in self.cfg.region_weights.items():
+            if name not in self.layout.regions:
+                known = ", ".join(sorted(self.layout.regions)) or "none (add \"regions\" to dataset.json)"
+                raise ValueError(f"region_weights names region {name!r}, which the data does not have; its regions: {known}")
+            index = torch.tensor(self.layout.regions[name], dtype=torch.long)
+            weights[index] = torch.maximum(weights[index], torch.tensor(float(weight)))
+        return weights.repeat_interleave(3).to(self.device)  # x, y, z of each vertex
 
     def _check_fits(self) -> None:
         mcfg, layout = self.model.cfg, self.layout
