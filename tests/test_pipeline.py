@@ -49,7 +49,8 @@ def test_output_is_takes_frames_vertices_xyz_float32_at_the_model_rate(model, au
 
 
 def test_offsets_come_back_in_metres_whatever_the_motion_scale(audio):
-    # A head that always outputs the same value: it is read as offsets x motion_scale.
+    # A head that always predicts the same x0: the sampler runs in scaled units, and
+    # generation divides its result by the scale.
     outputs = []
     for scale in (1.0, 1000.0):
         model = tiny_model(seed=0, motion_scale=scale, smooth_output=False)

@@ -45,14 +45,11 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
         dict(method="ddim", guidance=0.7, groups=2, takes=3),
         dict(method="official", steps=1),
         dict(method="ddim", steps=37),
-        dict(method="ddim", motion_scale=1000.0),
-        dict(method="official", guidance=1.5, groups=2, motion_scale=1000.0),
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
 def test_fast_path_equals_straightforward_path(options):
-    options = dict(options)
-    model = tiny_model(num_layers=2, motion_scale=options.pop("motion_scale", 1.0))
+    model = tiny_model(num_layers=2)
     reference = sample_reference(model.denoiser, make_job(model, **options))
     fast = sample_fast(model.denoiser, make_job(model, **options))
     assert reference.shape == fast.shape

@@ -66,9 +66,9 @@ class DiffusionConfig:
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
     steps_offset: int = 1  # diffusers `steps_offset`: timesteps are 981, 961, ..., 1 for 50 steps
     # The update this model is sampled with unless the caller picks one. The official one
-    # feeds the model (sqrt(abar) + sqrt(1 - abar)) x0_hat instead of a noisy sample and
-    # scales the result by ~1.03; it works because offsets in metres are ~0 next to unit
-    # noise. Data at the noise's scale makes it a feedback loop that diverges over 50 steps.
+    # feeds the model (sqrt(abar) + sqrt(1 - abar)) x0_hat instead of a noisy sample: harmless
+    # in metres, where that input is ~0 next to unit noise, but with motion_scale 1000 it is a
+    # feedback loop that diverges over 50 steps. Such models sample with textbook DDIM.
     sample_method: Literal["official", "ddim"] = "official"
 
 
@@ -87,10 +87,9 @@ class ModelConfig:
     num_styles: int = 8
     max_len: int = 3000  # frames covered by the official bias tables
     smooth_output: bool = False  # 3-tap temporal smoothing of interior frames (VOCASET)
-    # The prediction head learns offsets x motion_scale (the denoiser divides by it, so its
-    # output and the whole diffusion stay in metres, as official; 1 is official). With
-    # millimetres (1000) the losses are measured in mm, so Adam's steps (lr, eps) are not
-    # coarse next to millimetre-sized targets, as they are for a head learning metres.
+    # The denoiser works on offsets x motion_scale. 1 is official (metres). Millimetres (1000)
+    # put the data at the noise's unit scale, so diffusion has signal to denoise and Adam's
+    # steps (lr, eps) are not measured against millimetre-sized targets in metres.
     motion_scale: float = 1.0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

@@ -166,4 +166,4 @@ class Denoiser(nn.Module):
             x = layer.self_attention_block(x, cond, self_bias)
             x = layer.cross_attention_block(x, cond, memory, cross_bias)
             x = layer.feed_forward_block(x)
-        return self.motion_decoder(x) / self.cfg.motion_scale  # metres
+        return self.motion_decoder(x)

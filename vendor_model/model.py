@@ -105,8 +105,8 @@ class DiffSpeaker(nn.Module):
         """One step of the official diffusion training objective (x0 prediction).
 
         audio_drop_prob zeroes the waveform of that fraction of samples, so the model
-        also learns the audio-free prediction used by guidance. Offsets are diffused in metres;
-        the losses are measured in units of offsets x cfg.motion_scale (metres when 1, as official).
+        also learns the audio-free prediction used by guidance. Offsets are diffused and the
+        losses measured in units of offsets x cfg.motion_scale (metres when 1, as official).
         """
         audio = batch.audio
         if audio_drop_prob > 0:
@@ -118,8 +118,7 @@ class DiffSpeaker(nn.Module):
             noise = torch.randn_like(batch.offsets)
         if timesteps is None:
             timesteps = torch.randint(0, self.cfg.diffusion.num_train_timesteps, (audio.shape[0],), device=audio.device)
-        x_t = self.schedule.add_noise(batch.offsets, noise, timesteps)
+        x_t = self.schedule.add_noise(batch.offsets * self.cfg.motion_scale, noise, timesteps)
         frame_mask = batch.frame_mask.bool()
         pred = self.denoiser(x_t, memory, timesteps, batch.style, frame_mask)
-        scale = self.cfg.motion_scale  # losses in the head's own units (mm for 1000)
-        return position_velocity_loss(pred * scale, batch.offsets * scale, frame_mask, weights)
+        return position_velocity_loss(pred, batch.offsets * self.cfg.motion_scale, frame_mask, weights)

@@ -151,7 +151,7 @@ def generate(
                 progress_offset=index * len(plan),
                 progress_total=len(windows) * len(plan),
             )
-            yield run(model.denoiser, job).float().cpu().numpy()  # (K, n, F) offsets
+            yield (run(model.denoiser, job) / cfg.motion_scale).float().cpu().numpy()  # (K, n, F) offsets
 
     with torch.no_grad():
         offsets = torch.from_numpy(join_windows(window_outputs(), windows, num_frames))  # (K, T, F)

@@ -166,8 +166,7 @@ def sample_fast(denoiser: Denoiser, job: SamplingJob) -> torch.Tensor:
     groups, takes = job.groups, job.style.shape[0]
     num_frames, d = job.memory.shape[2], cfg.latent_dim
     w_in, b_in = denoiser.vertice_map.weight, denoiser.vertice_map.bias  # (d, F), (d,)
-    scale = denoiser.cfg.motion_scale  # the head learns offsets x scale (Denoiser.forward)
-    w_out, b_out = denoiser.motion_decoder.weight / scale, denoiser.motion_decoder.bias / scale  # (F, d), (F,)
+    w_out, b_out = denoiser.motion_decoder.weight, denoiser.motion_decoder.bias  # (F, d), (F,)
     head = w_in @ w_out  # (d, d): the wide head seen from the next step's input
     head_bias = w_in @ b_out  # (d,)
 

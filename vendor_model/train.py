@@ -154,7 +154,7 @@ def sample_offsets(model: DiffSpeaker, item: MotionItem, styles: list[int], step
         memory=memory[None], style=torch.tensor(styles, device=device), init_noise=noise.to(device),
         plan=model.schedule.plan(steps, method or model.cfg.diffusion.sample_method),
     )
-    out = sample_fast(model.denoiser, job)  # (K, T, F) offsets
+    out = sample_fast(model.denoiser, job) / model.cfg.motion_scale  # (K, T, F) offsets
     return smooth_interior(out) if model.cfg.smooth_output else out
 
 
