@@ -166,26 +166,16 @@ class Thresholds:
     rest: float = metrics.REST_THRESHOLD_M
 
 
-def score_clip(bundle, clip: Clip, segments: list[PhoneSegment], upper: np.ndarray, lower: np.ndarray,
-               sampler: SamplerConfig, style: int, device: str, thresholds: Thresholds = Thresholds()) -> dict:
-    from vendor_model.pipeline import generate
-
-    audio = clip.audio()  # (S,) float32 at 16 kHz
-    started = time.perf_counter()
-    result = generate(bundle.model, audio, sample_rate=SAMPLE_RATE, style=style, sampler=sampler,
-                      template=bundle.template, device=device)
-    seconds = time.perf_counter() - started
-    offsets, fps = result.offsets[0], result.fps  # (T, V, 3) first take
-    template = np.asarray(bundle.template, dtype=np.float64).reshape(-1, 3)
+def score_motion(offsets: np.ndarray, fps: float, audio: np.ndarray, segments: list[PhoneSegment], template: np.ndarray,
+                 upper: np.ndarray, lower: np.ndarray, thresholds: Thresholds = Thresholds()) -> dict:
+    """The lip-sync numbers of one take: offsets (T, V, 3) at fps for audio (S,) at 16 kHz."""
+    template = np.asarray(template, dtype=np.float64).reshape(-1, 3)
     opening = metrics.mouth_opening(offsets, template, upper, lower)  # (T,) metres
     lips = np.union1d(upper, lower)
     silence_frames = metrics.silence_frames(segments, fps, len(opening))
     return {
-        "clip": clip.name,
-        "duration_s": len(audio) / SAMPLE_RATE,
         "frames": len(opening),
         "fps": int(fps),
-        "generate_s": seconds,
         "closure_rate": metrics.closure_rate(opening, segments, fps, threshold=thresholds.closure),
         "n_bilabials": metrics.count_segments(segments, metrics.BILABIALS),
         "opening_rate": metrics.opening_rate(opening, segments, fps, threshold=thresholds.open),
@@ -197,6 +187,19 @@ def score_clip(bundle, clip: Clip, segments: list[PhoneSegment], upper: np.ndarr
         "opening_max_mm": float(opening.max() * 1000),
         "opening_mean_mm": float(opening.mean() * 1000),
     }
+
+
+def score_clip(bundle, clip: Clip, segments: list[PhoneSegment], upper: np.ndarray, lower: np.ndarray,
+               sampler: SamplerConfig, style: int, device: str, thresholds: Thresholds = Thresholds()) -> dict:
+    from vendor_model.pipeline import generate
+
+    audio = clip.audio()  # (S,) float32 at 16 kHz
+    started = time.perf_counter()
+    result = generate(bundle.model, audio, sample_rate=SAMPLE_RATE, style=style, sampler=sampler,
+                      template=bundle.template, device=device)
+    seconds = time.perf_counter() - started
+    scores = score_motion(result.offsets[0], result.fps, audio, segments, bundle.template, upper, lower, thresholds)
+    return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": seconds, **scores}
 
 
 def pooled(rows: list[dict]) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.eval_lipsync import DEFAULT_ALIGNMENTS, clip_segments, lip_regions  # noqa: E402
+from bench.eval_lipsync import DEFAULT_ALIGNMENTS, clip_segments, lip_regions, pooled, score_motion  # noqa: E402
 from bench.real_speech_clips import list_clips  # noqa: E402
 from vendor_model import metrics  # noqa: E402
 from vendor_model.config import SAMPLE_RATE, SamplerConfig  # noqa: E402
@@ -36,34 +36,24 @@ from vendor_model.config import SAMPLE_RATE, SamplerConfig  # noqa: E402
 def score_scale(bundle, clips, cached, upper, lower, scale: float, takes: int, steps: int, style: int) -> dict:
     from vendor_model.pipeline import generate
 
-    template = np.asarray(bundle.template, dtype=np.float64).reshape(-1, 3)
     lips = np.union1d(upper, lower)
-    hits = {"closure": [0.0, 0], "open": [0.0, 0]}
-    lags, variety, opening_sd = [], [], []
+    rows, variety, opening_sd = [], [], []
     for clip in clips:
         audio, segments = clip.audio(), clip_segments(clip, cached)
         sampler = SamplerConfig(steps=steps, guidance=scale, seed=0, takes=takes)
         result = generate(bundle.model, audio, sample_rate=SAMPLE_RATE, style=style, sampler=sampler,
                           template=bundle.template)
         offsets = result.offsets  # (takes, T, V, 3)
-        openings = []
-        for take in offsets:
-            opening = metrics.mouth_opening(take, template, upper, lower)  # (T,)
-            openings.append(opening)
-            for name, rate, phones in (("closure", metrics.closure_rate, metrics.BILABIALS),
-                                       ("open", metrics.opening_rate, metrics.OPEN_VOWELS)):
-                count = metrics.count_segments(segments, phones)
-                if count:
-                    hits[name][0] += rate(opening, segments, result.fps) * count
-                    hits[name][1] += count
-            lags.append(metrics.opening_loudness_lag(opening, audio, result.fps, SAMPLE_RATE))
+        rows += [score_motion(take, result.fps, audio, segments, bundle.template, upper, lower) for take in offsets]
+        openings = [metrics.mouth_opening(take, np.asarray(bundle.template).reshape(-1, 3), upper, lower) for take in offsets]
         variety.append(float(offsets[:, :, lips].std(axis=0).mean() * 1000))
         opening_sd.append(float(np.std(openings, axis=0).mean() * 1000))
+    summary = pooled(rows)
     return {
         "guidance": scale,
-        "closure_rate": hits["closure"][0] / max(hits["closure"][1], 1),
-        "opening_rate": hits["open"][0] / max(hits["open"][1], 1),
-        "lag_ms": float(np.median(lags) * 1000),
+        "closure_rate": summary["closure_rate"],
+        "opening_rate": summary["opening_rate"],
+        "lag_ms": float(np.median([r["lag_s"] for r in rows]) * 1000),
         "variety_mm": float(np.mean(variety)),
         "opening_sd_mm": float(np.mean(opening_sd)),
     }
