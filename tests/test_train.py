@@ -376,7 +376,7 @@ def test_cli_train_end_to_end(data_dir, tmp_path, capsys):
     overrides = tmp_path / "tiny.json"
     overrides.write_text(json.dumps({
         "model": {"latent_dim": tiny.latent_dim, "ff_size": tiny.ff_size, "encoder": {"hf_config": TINY_ENCODER}},
-        "train": {"log_every": 1, "device": "cpu"},
+        "train": {"log_every": 1, "device": "cpu", "lr": 3e-4, "audio_drop_prob": 0.25},
     }))
     out = tmp_path / "run"
     args = ["train", "--data", str(data_dir), "--config", str(overrides), "--steps", "3", "--batch-size", "2", "--out", str(out)]
@@ -391,6 +391,9 @@ def test_cli_train_end_to_end(data_dir, tmp_path, capsys):
     resume = ["train", "--data", str(data_dir), "--steps", "5", "--batch-size", "2", "--out", str(out), "--resume", str(out / f"step-0000003{STATE_SUFFIX}")]
     assert main(resume) == 0
     assert "resumed at step 3" in capsys.readouterr().out and (out / "step-0000005.safetensors").is_file()
+    # the resumed run kept its own options (no --config given this time); the flags still win
+    options = load_bundle(out / "step-0000005.safetensors").info["train_config"]
+    assert (options["lr"], options["audio_drop_prob"], options["max_steps"], options["batch_size"]) == (3e-4, 0.25, 5, 2)
 
     assert main(["train", "--data", str(data_dir), "--init", str(out / "step-0000005.safetensors"), "--steps", "1", "--out", str(tmp_path / "ft"), "--device", "cpu"]) == 0
     assert load_bundle(tmp_path / "ft" / "step-0000001.safetensors").info["origin"].startswith("fine-tuned from a model trained 5 steps")

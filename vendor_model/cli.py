@@ -121,13 +121,15 @@ def cmd_train(args) -> int:
     from .config import ModelConfig, preset
     from .data import load_layout
     from .model import DiffSpeaker
-    from .train import TrainConfig, config_for_data, train
+    from .train import TrainConfig, config_for_data, saved_train_options, train
 
     layout = load_layout(args.data, args.layout)
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     if not isinstance(overrides, dict) or set(overrides) - {"model", "train"}:
         raise ValueError(f"{args.config}: expected a JSON object with the sections \"model\" and/or \"train\"")
-    options = dict(overrides.get("train", {}))
+    # A resumed run keeps its own options; the config file and flags override them.
+    options = saved_train_options(args.resume) if args.resume else {}
+    options.update(overrides.get("train", {}))
     flags = dict(max_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, audio_drop_prob=args.audio_drop, out_dir=args.out, device=args.device)
     options.update({k: v for k, v in flags.items() if v is not None})
     train_cfg = TrainConfig.from_dict(options)
@@ -207,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--audio-drop", type=float, help="fraction of clips trained with silence, for guidance (official 0)")
     trn.add_argument("--out", help="folder for checkpoints and logs (default runs/train)")
     trn.add_argument("--device", help="auto, cpu, cuda or mps")
-    trn.add_argument("--resume", help="continue from a *.train-state.pt file")
+    trn.add_argument("--resume", help="continue from a *.train-state.pt file, with that run's options unless overridden")
     trn.set_defaults(func=cmd_train)
     return parser
 

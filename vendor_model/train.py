@@ -41,7 +41,7 @@ from .model import DiffSpeaker, TrainingBatch, position_velocity_loss
 from .pipeline import pick_device, smooth_interior
 from .sampler import SamplingJob, sample_fast
 
-__all__ = ["TrainConfig", "Trainer", "train", "config_for_data", "sample_offsets", "STATE_SUFFIX"]
+__all__ = ["TrainConfig", "Trainer", "train", "config_for_data", "sample_offsets", "read_train_state", "saved_train_options", "STATE_SUFFIX"]
 
 STATE_SUFFIX = ".train-state.pt"
 _STATE_FORMAT = "diffspeaker-train-state"
@@ -183,7 +183,7 @@ class Trainer:
         self.cfg, self.layout = cfg.validate(), layout
         self.rank, self.world, self.device = _distributed_env(cfg.device)
         self._owns_group = False
-        state = self._read_state(resume) if resume is not None else None
+        state = read_train_state(resume) if resume is not None else None
         if state is not None:
             if model is not None and not (isinstance(model, ModelConfig) and model == state["bundle"].cfg):
                 raise ValueError("resume continues the checkpoint's own model; do not also give a model or a different config")
@@ -259,16 +259,6 @@ class Trainer:
             raise ValueError(f"the model runs at {mcfg.fps} fps but the data gives {layout.motion_fps} fps ({layout.fps} stored / {layout.subsample})")
         if mcfg.num_styles != len(layout.styles):
             raise ValueError(f"the model has {mcfg.num_styles} styles but the data has {len(layout.styles)} training subjects {list(layout.styles)}")
-
-    def _read_state(self, path: str | Path) -> dict[str, Any]:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"train state not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-            raise ValueError(f"{path} is not a train state written by vendor_model.train")
-        state["bundle"] = load_bundle(path.parent / state["weights"])
-        return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -425,6 +415,27 @@ class Trainer:
             torch.save(state, tmp)
         self.log(f"saved {weights}")
         return weights
+
+
+def read_train_state(path: str | Path) -> dict[str, Any]:
+    """A `.train-state.pt` file, with the weights bundle it points at under "bundle"."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"train state not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise ValueError(f"{path} is not a train state written by vendor_model.train")
+    state["bundle"] = load_bundle(path.parent / state["weights"])
+    return state
+
+
+def saved_train_options(state_path: str | Path) -> dict[str, Any]:
+    """The TrainConfig options of the run that wrote `state_path` (its checkpoint's
+    info["train_config"]), so that a resumed run keeps its region weights, learning rate
+    and the rest unless told otherwise. lip_indices is saved as a count only: left out."""
+    options = dict(read_train_state(state_path)["bundle"].info.get("train_config") or {})
+    options.pop("lip_indices", None)
+    return options
 
 
 def _distributed_env(device_name: str) -> tuple[int, int, torch.device]:
