@@ -229,6 +229,27 @@ def test_resume_continues_exactly(layout, tmp_path):
     assert logged_losses(tmp_path / "b")[10:] == pytest.approx(logged_losses(tmp_path / "a")[10:], rel=1e-5)
 
 
+def test_lr_decay_lowers_the_rate_linearly_over_the_last_steps(layout, tmp_path):
+    config = quick(tmp_path / "d", batch_size=2, max_steps=6, lr=1e-3, lr_decay_steps=4)
+    trainer = Trainer(tiny_config(), layout, config)
+    rates = []
+    for trainer.step in range(6):
+        rates.append(trainer.learning_rate())
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
+    assert Trainer(tiny_config(), layout, dataclasses.replace(config, lr_decay_steps=None)).learning_rate() == 1e-3
+
+
+def test_a_decay_added_on_resume_gives_what_a_run_started_with_it_gives(layout, tmp_path):
+    straight = train(tiny_config(), layout, quick(tmp_path / "a", batch_size=2, max_steps=7, lr=1e-3, lr_decay_steps=3))
+    first = train(tiny_config(), layout, quick(tmp_path / "b", batch_size=2, max_steps=4, lr=1e-3))  # constant so far
+    resumed = train(None, layout, quick(tmp_path / "b", batch_size=2, max_steps=7, lr=1e-3, lr_decay_steps=3),
+                    resume=first.with_name("step-0000004" + STATE_SUFFIX))
+    a, b = load_bundle(straight).model.export_state_dict(), load_bundle(resumed).model.export_state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    assert _state(resumed)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 3)  # the last step's rate
+
+
 def test_checkpoint_loads_and_generates(data_dir, layout, tmp_path):
     path = train(tiny_config(), layout, quick(tmp_path, max_steps=4, checkpoint_every=2))
     assert sorted(p.name for p in tmp_path.glob("step-*")) == [

@@ -52,6 +52,10 @@ class TrainConfig:
     """How to train (never stored as the model's config; recorded in the checkpoint info)."""
 
     lr: float = 1e-4  # official AdamW settings, no schedule, no clipping, fp32
+    # The last N steps lower the learning rate linearly to 0 (None: constant, as official).
+    # Steps before the decay do not depend on N or on the run's length, so a run that is
+    # resumed with a decay reaches what one started with it would have.
+    lr_decay_steps: int | None = None
     weight_decay: float = 0.01
     batch_size: int = 32  # per process
     epochs: int | None = None  # stop after this many epochs and/or ...
@@ -76,7 +80,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps: training needs an end")
-        for name in ("batch_size", "epochs", "max_steps", "log_every", "val_every", "val_steps", "val_max_items", "checkpoint_every"):
+        for name in ("batch_size", "epochs", "max_steps", "lr_decay_steps", "log_every", "val_every", "val_steps", "val_max_items", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -274,8 +278,17 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
 
+    def learning_rate(self) -> float:
+        """The rate of the step about to be taken (self.step counts those done)."""
+        decay = self.cfg.lr_decay_steps
+        if not decay:
+            return self.cfg.lr
+        return self.cfg.lr * min(1.0, (self.total_steps - self.step) / decay)
+
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
         batch = TrainingBatch(**{k: v.to(self.device) for k, v in vars(batch).items()})
+        for group in self.optimizer.param_groups:  # also replaces the rate a resumed state brought
+            group["lr"] = self.learning_rate()
         losses = self.net(batch)
         losses["total"].backward()  # explicit: the official trainer silently never got here (spec §7)
         self.optimizer.step()
