@@ -415,6 +415,13 @@ def test_cli_train_end_to_end(data_dir, tmp_path, capsys):
     # the resumed run kept its own options (no --config given this time); the flags still win
     options = load_bundle(out / "step-0000005.safetensors").info["train_config"]
     assert (options["lr"], options["audio_drop_prob"], options["max_steps"], options["batch_size"]) == (3e-4, 0.25, 5, 2)
+    # the file the run was started with serves its resume too; a changed model does not
+    again = ["train", "--data", str(data_dir), "--steps", "4", "--out", str(tmp_path / "again"), "--resume", str(out / f"step-0000003{STATE_SUFFIX}")]
+    assert main(again + ["--config", str(overrides)]) == 0 and (tmp_path / "again" / "step-0000004.safetensors").is_file()
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps({"model": {"latent_dim": 2 * tiny.latent_dim}}))
+    assert main(again + ["--config", str(changed)]) == 2
+    assert "differs from the model of the run being resumed" in capsys.readouterr().err
 
     assert main(["train", "--data", str(data_dir), "--init", str(out / "step-0000005.safetensors"), "--steps", "1", "--out", str(tmp_path / "ft"), "--device", "cpu"]) == 0
     assert load_bundle(tmp_path / "ft" / "step-0000001.safetensors").info["origin"].startswith("fine-tuned from a model trained 5 steps")

@@ -113,6 +113,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _check_same_model(cfg, model_section: dict, config_path) -> None:
+    """A resume continues the checkpoint's model: the config file may repeat the model
+    section the run was started with (one file serves start and resume), not change it."""
+    from .config import ModelConfig
+
+    if model_section and ModelConfig.from_dict({**cfg.to_dict(), **model_section}) != cfg:
+        raise ValueError(f"{config_path}: its \"model\" section differs from the model of the run being resumed; "
+                         "a resume continues that model (drop the \"model\" section, or start a new run)")
+
+
 def cmd_train(args) -> int:
     import dataclasses
     import os
@@ -121,14 +131,18 @@ def cmd_train(args) -> int:
     from .config import ModelConfig, preset
     from .data import load_layout
     from .model import DiffSpeaker
-    from .train import TrainConfig, config_for_data, saved_train_options, train
+    from .train import TrainConfig, config_for_data, read_train_state, saved_train_options, train
 
     layout = load_layout(args.data, args.layout)
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     if not isinstance(overrides, dict) or set(overrides) - {"model", "train"}:
         raise ValueError(f"{args.config}: expected a JSON object with the sections \"model\" and/or \"train\"")
-    # A resumed run keeps its own options; the config file and flags override them.
-    options = saved_train_options(args.resume) if args.resume else {}
+    options: dict = {}
+    if args.resume:  # the run keeps its own options; the config file and flags override them
+        state = read_train_state(args.resume)
+        options = saved_train_options(state)
+        _check_same_model(state["bundle"].cfg, overrides.get("model") or {}, args.config)
+        overrides = {"train": overrides.get("train", {})}  # the same model: nothing left to apply
     options.update(overrides.get("train", {}))
     flags = dict(max_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, audio_drop_prob=args.audio_drop, out_dir=args.out, device=args.device)
     options.update({k: v for k, v in flags.items() if v is not None})

@@ -442,11 +442,12 @@ def read_train_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def saved_train_options(state_path: str | Path) -> dict[str, Any]:
-    """The TrainConfig options of the run that wrote `state_path` (its checkpoint's
-    info["train_config"]), so that a resumed run keeps its region weights, learning rate
-    and the rest unless told otherwise. lip_indices is saved as a count only: left out."""
-    options = dict(read_train_state(state_path)["bundle"].info.get("train_config") or {})
+def saved_train_options(state: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig options of the run that wrote `state` (from `read_train_state`; its
+    checkpoint's info["train_config"]), so that a resumed run keeps its region weights,
+    learning rate and the rest unless told otherwise. lip_indices is saved as a count only:
+    left out."""
+    options = dict(state["bundle"].info.get("train_config") or {})
     options.pop("lip_indices", None)
     return options
 
