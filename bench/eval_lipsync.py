@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--method", choices=["official", "ddim"], help="sampling update (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, help="audio-free guidance scale (default: the model's own)")
     parser.add_argument("--style", default="0", help="style index or name")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--closure-mm", type=float, default=metrics.CLOSURE_THRESHOLD_M * 1000)
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, bundle.cfg.n_vertices)
 
     if args.heldout is not None:
-        sampler = SamplerConfig(steps=args.steps, method=args.method, seed=args.seed, takes=1)
+        sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
         thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
         clips = heldout_clips(args.heldout)[: args.limit] if args.limit else heldout_clips(args.heldout)
         rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("no clips (is Debian's pocketsphinx-testdata installed?)")
     cached = json.loads(args.alignments.read_text())["clips"] if args.alignments.is_file() else {}
 
-    sampler = SamplerConfig(steps=args.steps, method=args.method, seed=args.seed, takes=1)
+    sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
     style = bundle.style_index(args.style)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)
@@ -321,7 +322,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": label,
         "info_note": bundle.info.get("note"),
-        "sampler": {"steps": args.steps, "seed": args.seed, "style": style},
+        "sampler": {"steps": args.steps, "seed": args.seed, "style": style,
+                    "guidance": bundle.cfg.diffusion.guidance_scale if args.guidance is None else args.guidance},
         "thresholds_m": asdict(thresholds),
         "lip_regions": {"upper": upper.tolist(), "lower": lower.tolist()},
         "clips": rows,

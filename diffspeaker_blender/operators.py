@@ -86,7 +86,7 @@ def prepare(context) -> tuple[Request, Target]:
         raise ValueError(mesh_mismatch_message(mesh_vertices, model_vertices) + retarget.mismatch_hint(obj, model_vertices))
     request = Request(
         load_model=lambda: SESSION_CACHE.get(spec), audio=audio, style=settings.style, steps=settings.steps,
-        guidance=settings.guidance, seed=settings.seed, takes=settings.takes, n_vertices=mesh_vertices,
+        guidance=None if settings.use_model_guidance else settings.guidance, seed=settings.seed, takes=settings.takes, n_vertices=mesh_vertices,
     )
     return request, Target(obj.name, context.scene.name, start)
 

@@ -52,7 +52,11 @@ class DIFFSPEAKER_PT_main(_Sidebar, bpy.types.Panel):
         col.prop(settings, "seed")
         col.prop(settings, "takes")
         col.prop(settings, "steps")
-        col.prop(settings, "guidance", slider=True)
+        row = col.row(align=True)
+        row.prop(settings, "use_model_guidance", toggle=True)
+        sub = row.row(align=True)
+        sub.enabled = not settings.use_model_guidance
+        sub.prop(settings, "guidance", slider=True)
         row = layout.row()
         row.prop(settings, "bake_mode", expand=True)
         if settings.bake_mode == "COMPACT":

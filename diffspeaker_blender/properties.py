@@ -27,9 +27,14 @@ class DIFFSPEAKER_PG_settings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", min=0, default=0, description="Same seed, same result; change it for another take")
     takes: IntProperty(name="Takes", min=1, max=8, default=1, description="Generate several takes (seeds) at once")
     steps: IntProperty(name="Quality", min=1, max=200, default=50, description="Sampling steps: fewer is faster, 50 matches the paper")
+    use_model_guidance: BoolProperty(
+        name="Auto", default=True,
+        description="Use the variety the model was tuned for (its own guidance scale); turn off to set your own",
+    )
     guidance: FloatProperty(
         name="Variety", min=0.0, max=5.0, default=0.0,
-        description="Audio-free guidance: 0 follows the audio most closely, higher gives livelier, more varied faces",
+        description="Audio-free guidance: 0 follows the audio most literally, higher exaggerates the articulation "
+                    "and varies more between seeds (needs a model trained with the audio dropped)",
     )
     bake_mode: EnumProperty(
         name="Bake",

@@ -23,13 +23,15 @@ REGIONS = ("lips", "upper_lip", "lower_lip", "upper_lip_seam", "lower_lip_seam",
 MAX_BYTES = 50 * 2**20  # the repository's budget for shipped weights
 
 
-def publish(checkpoint: Path, out: Path = DEFAULT, sample_method: str | None = None) -> Path:
-    """sample_method sets the update the model is sampled with by default (a sampling
-    choice, not part of the weights: e.g. "ddim" for a run started before its config named it)."""
+def publish(checkpoint: Path, out: Path = DEFAULT, sample_method: str | None = None, guidance: float | None = None) -> Path:
+    """sample_method and guidance set how the model is sampled unless the caller says
+    otherwise (sampling choices, not part of the weights): the update (e.g. "ddim" for a run
+    started before its config named it) and the audio-free guidance scale."""
     bundle = load_bundle(checkpoint)
-    if sample_method is not None:
-        bundle.model.cfg = dataclasses.replace(
-            bundle.cfg, diffusion=dataclasses.replace(bundle.cfg.diffusion, sample_method=sample_method))
+    sampling = {"sample_method": sample_method, "guidance_scale": guidance}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if sampling:
+        bundle.model.cfg = dataclasses.replace(bundle.cfg, diffusion=dataclasses.replace(bundle.cfg.diffusion, **sampling))
     head = build_head()
     if bundle.cfg.n_vertices != len(head.vertices):
         raise ValueError(f"{checkpoint} animates {bundle.cfg.n_vertices} vertices, the project's head has {len(head.vertices)}")
@@ -52,8 +54,9 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--out", type=Path, default=DEFAULT)
     parser.add_argument("--sample-method", choices=["official", "ddim"], help="the model's default sampling update")
+    parser.add_argument("--guidance", type=float, help="the model's default audio-free guidance scale")
     args = parser.parse_args()
-    path = publish(args.checkpoint, args.out, args.sample_method)
+    path = publish(args.checkpoint, args.out, args.sample_method, args.guidance)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
 
 

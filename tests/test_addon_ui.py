@@ -74,6 +74,14 @@ def test_the_cancel_button_stops_the_job(scene):  # noqa: F811
     assert result == {"CANCELLED"} and tool_keys(obj) == []
 
 
+def test_variety_is_the_models_own_unless_the_artist_sets_it(scene):  # noqa: F811
+    grid_mesh("Face")
+    settings = scene.diffspeaker
+    assert settings.use_model_guidance and prepare(bpy.context)[0].guidance is None  # the model's scale
+    settings.use_model_guidance, settings.guidance = False, 1.5
+    assert prepare(bpy.context)[0].guidance == 1.5
+
+
 class RecordingLayout:
     """Accepts every UILayout call the panel makes and records the labels and props."""
 

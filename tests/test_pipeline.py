@@ -72,6 +72,16 @@ def test_the_sampling_update_defaults_to_the_models_own(audio):
     assert not np.allclose(default, run(model, audio, method="official").offsets)
 
 
+def test_guidance_defaults_to_the_models_own(audio):
+    import dataclasses
+
+    model = tiny_model(seed=0)
+    model.cfg = dataclasses.replace(model.cfg, diffusion=dataclasses.replace(model.cfg.diffusion, guidance_scale=1.5))
+    default = run(model, audio).offsets
+    np.testing.assert_array_equal(default, run(model, audio, guidance=1.5).offsets)
+    assert not np.allclose(default, run(model, audio, guidance=0.0).offsets, atol=1e-4)  # the caller's choice wins
+
+
 def test_style_selects_a_different_motion(model, audio):
     a = run(model, audio, seed=1)
     b = generate(model, audio, sample_rate=16000, style=2, sampler=SamplerConfig(steps=STEPS, seed=1), device="cpu")

@@ -24,12 +24,14 @@ def test_publish_writes_a_half_size_model_with_the_head_and_its_regions(tmp_path
     assert bundle.cfg.diffusion.sample_method == "official"  # kept unless asked
 
 
-def test_publish_can_set_the_default_sampling_update(tmp_path):
+def test_publish_can_set_the_default_sampling_update_and_guidance(tmp_path):
     head = build_head()
     checkpoint = save_bundle(ModelBundle(tiny_model(n_vertices=len(head.vertices)), None, ("a", "b", "c")),
                              tmp_path / "step.safetensors")
-    published = publish(checkpoint, tmp_path / "default.safetensors", sample_method="ddim")
-    assert load_bundle(published).cfg.diffusion.sample_method == "ddim"
+    diffusion = load_bundle(publish(checkpoint, tmp_path / "ddim.safetensors", sample_method="ddim")).cfg.diffusion
+    assert (diffusion.sample_method, diffusion.guidance_scale) == ("ddim", 0.0)
+    diffusion = load_bundle(publish(checkpoint, tmp_path / "guided.safetensors", guidance=2.0)).cfg.diffusion
+    assert (diffusion.sample_method, diffusion.guidance_scale) == ("official", 2.0)
 
 
 def test_a_checkpoint_for_another_mesh_is_refused(tmp_path):

@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=50, help="sampling steps (quality vs speed)")
     gen.add_argument("--method", choices=["official", "ddim"], help="sampling update (default: the model's own)")
     gen.add_argument("--eta", type=float, default=0.0)
-    gen.add_argument("--guidance", type=float, default=0.0, help="audio-free guidance scale (0 = off)")
+    gen.add_argument("--guidance", type=float, help="audio-free guidance scale (0 = off; default: the model's own)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--takes", type=int, default=1)
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")

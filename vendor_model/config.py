@@ -70,6 +70,9 @@ class DiffusionConfig:
     # in metres, where that input is ~0 next to unit noise, but with motion_scale 1000 it is a
     # feedback loop that diverges over 50 steps. Such models sample with textbook DDIM.
     sample_method: Literal["official", "ddim"] = "official"
+    # The audio-free guidance scale this model is sampled with unless the caller picks one
+    # (official name and default: 0, off). Only for models trained with the audio dropped.
+    guidance_scale: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,9 @@ class SamplerConfig:
     steps: int = 50
     method: Literal["official", "ddim"] | None = None  # None = the model's own (DiffusionConfig.sample_method)
     eta: float = 0.0  # DDIM stochasticity; 0 = deterministic given the initial noise
-    guidance: float = 0.0  # audio-free guidance scale s: x0 = x0_cond + s (x0_cond - x0_uncond)
+    # audio-free guidance scale s: x0 = x0_cond + s (x0_cond - x0_uncond); None = the model's
+    # own (DiffusionConfig.guidance_scale)
+    guidance: float | None = None
     seed: int | None = 0
     takes: int = 1  # several seeds (seed, seed+1, ...) sampled in one batch
     window_frames: int | None = None  # longest single window; None = the model's max_len
@@ -169,7 +174,7 @@ class SamplerConfig:
             raise ValueError(f"method must be 'official' or 'ddim', got {self.method!r}")
         if not (0.0 <= self.eta <= 1.0) or math.isnan(self.eta):
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-        if self.guidance < 0 or math.isnan(self.guidance):
+        if self.guidance is not None and (self.guidance < 0 or math.isnan(self.guidance)):
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
         if self.takes < 1:
             raise ValueError(f"takes must be at least 1, got {self.takes}")

@@ -126,6 +126,7 @@ def generate(
     noise = _TakeNoise(seeds, num_frames, cfg.nfeats, device)
     style_ids = torch.full((sampler.takes,), style, dtype=torch.long, device=device)
     plan = model.schedule.plan(sampler.steps, sampler.method or cfg.diffusion.sample_method, sampler.eta)
+    guidance = cfg.diffusion.guidance_scale if sampler.guidance is None else sampler.guidance
     run = sample_fast if sampler.fast else sample_reference
 
     def window_outputs():  # generated one window at a time, so only one is held in memory
@@ -134,7 +135,7 @@ def generate(
             last = len(waveform) if end == num_frames else round(end * SAMPLE_RATE / cfg.fps)
             clip = torch.from_numpy(waveform[first:last]).to(device).unsqueeze(0)  # (1, S)
             memory = model.audio_memory(clip, end - start)  # (1, n, d)
-            if sampler.guidance > 0:
+            if guidance > 0:
                 memory = torch.stack([memory, model.audio_memory(torch.zeros_like(clip), end - start)])  # (2, 1, n, d)
             else:
                 memory = memory.unsqueeze(0)  # (1, 1, n, d)
@@ -144,7 +145,7 @@ def generate(
                 style=style_ids,
                 init_noise=init_noise.to(device) if init_noise is not None else noise(),
                 plan=plan,
-                guidance=sampler.guidance,
+                guidance=guidance,
                 noise=noise,
                 progress=progress,
                 cancel=cancel,

@@ -49,7 +49,7 @@ class Request:
     audio: AudioSource
     style: int = 0
     steps: int = 50
-    guidance: float = 0.0
+    guidance: float | None = None  # None: the model's own scale
     seed: int = 0
     takes: int = 1
     n_vertices: int | None = None  # the target mesh's vertex count, checked against the model
