@@ -3,6 +3,7 @@
     .venv/bin/python bench/eval_lipsync.py model.safetensors               # all clips, 50 steps
     .venv/bin/python bench/eval_lipsync.py model.safetensors --clips librivox-0880 --steps 20
     .venv/bin/python bench/eval_lipsync.py --demo-random --clips cards-001 --steps 2   # plumbing only
+    .venv/bin/python bench/eval_lipsync.py --ground-truth --heldout data/synth600       # the rig's own score
 
 For every clip of bench/real_speech_clips.py the model generates one take; the mouth opening
 (lower-lip centre to upper-lip centre, minus the template's) is then compared with the phone
@@ -149,6 +150,16 @@ def heldout_clips(data: Path) -> list[HeldOutClip]:
     return clips
 
 
+def score_ground_truth(data: Path, clip: HeldOutClip, upper: np.ndarray, lower: np.ndarray, thresholds: Thresholds) -> dict:
+    """The rig's own motion for a held-out clip, scored like a model's: the ceiling."""
+    template = np.load(data / "templates.npz")[clip.style].reshape(-1, 3)
+    vertices = np.load(data / "vertices_npy" / f"{clip.name}.npy").reshape(-1, *template.shape)
+    fps = json.loads((data / "dataset.json").read_text())["fps"]
+    audio = clip.audio()
+    scores = score_motion(vertices - template, fps, audio, clip.segments(), template, upper, lower, thresholds)
+    return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": 0.0, **scores}
+
+
 def clip_segments(clip: Clip, cached: dict) -> list[PhoneSegment]:
     """The clip's phones from alignments.json, or a fresh alignment when it is not there."""
     record = cached.get(clip.name)
@@ -245,10 +256,38 @@ def _json_safe(value):
     return value
 
 
+def heldout_report(args, label: str, bundle) -> dict:
+    """Score the synthetic set's held-out-voice clips: a model's takes, or (bundle None) the
+    rig's own motion. The set's dataset.json supplies the lip regions."""
+    info = dict(bundle.info) if bundle is not None else {}
+    info.setdefault("regions", json.loads((args.heldout / "dataset.json").read_text())["regions"])
+    clips = heldout_clips(args.heldout)[: args.limit] if args.limit else heldout_clips(args.heldout)
+    if not clips:
+        raise SystemExit(f"no held-out clips in {args.heldout} (its dataset.json test split)")
+    n_vertices = bundle.cfg.n_vertices if bundle is not None else np.load(args.heldout / "templates.npz")[clips[0].style].size // 3
+    upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, n_vertices)
+    thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
+    if bundle is None:
+        rows = [score_ground_truth(args.heldout, c, upper, lower, thresholds) for c in clips]
+    else:
+        sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
+        rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
+                for c in clips]
+    summary = pooled(rows)
+    print_table(rows, summary)
+    output = args.output or ROOT / "out" / "eval_lipsync" / f"{label}-heldout.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report = {"model": label, "heldout": str(args.heldout), "clips": rows, "summary": summary}
+    output.write_text(json.dumps(_json_safe(report), indent=1))
+    print(f"wrote {output}")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", type=Path, help="our .safetensors model file (or an official .ckpt)")
     parser.add_argument("--demo-random", action="store_true", help="a tiny random-weight model made on the fly")
+    parser.add_argument("--ground-truth", action="store_true", help="with --heldout: score the rig's own motion instead of a model")
     parser.add_argument("--clips", nargs="+", help="clip names (default: all); see bench/real_speech_clips.py")
     parser.add_argument("--heldout", type=Path, help="score the held-out-voice test split of this synthetic set instead "
                         "(its dataset.json also supplies the head's lip regions)")
@@ -268,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, help="JSON report (default: out/eval_lipsync/<model>.json)")
     args = parser.parse_args(argv)
 
+    if args.ground_truth:
+        if args.heldout is None or args.model is not None or args.demo_random:
+            parser.error("--ground-truth scores the held-out clips' own motion: give --heldout DATA and no model")
+        return heldout_report(args, "ground-truth", None)
     if args.demo_random == (args.model is not None):
         parser.error("give a model file or --demo-random (not both)")
     if args.demo_random:
@@ -278,25 +321,9 @@ def main(argv: list[str] | None = None) -> dict:
         bundle, label = load_any(args.model), args.model.stem
     if bundle.template is None:
         parser.error("the model has no template mesh; lip-sync metrics need the rest shape")
-    info = dict(bundle.info)
-    if args.heldout is not None and "regions" not in info:
-        info["regions"] = json.loads((args.heldout / "dataset.json").read_text())["regions"]
-    upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, bundle.cfg.n_vertices)
-
     if args.heldout is not None:
-        sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
-        thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
-        clips = heldout_clips(args.heldout)[: args.limit] if args.limit else heldout_clips(args.heldout)
-        rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
-                for c in clips]
-        summary = pooled(rows)
-        print_table(rows, summary)
-        output = args.output or ROOT / "out" / "eval_lipsync" / f"{label}-heldout.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        report = {"model": label, "heldout": str(args.heldout), "clips": rows, "summary": summary}
-        output.write_text(json.dumps(_json_safe(report), indent=1))
-        print(f"wrote {output}")
-        return report
+        return heldout_report(args, label, bundle)
+    upper, lower = lip_regions(bundle.info, args.lips_upper, args.lips_lower, bundle.cfg.n_vertices)
 
     clips = list_clips()
     if args.clips:

@@ -88,3 +88,33 @@ def test_eval_lipsync_needs_lip_regions(tmp_path, clips):
     assert got[0].tolist() == [1, 2, 3] and got[1].tolist() == [4, 5]
     with pytest.raises(SystemExit, match="lips-upper"):
         eval_lipsync.lip_regions({}, None, None, bundle.cfg.n_vertices)
+
+
+def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
+    """A hand-made held-out set: one clip whose lips meet for its 'm' and part 5 mm for its 'aa'
+    (the rig's motion, frames 15-21), and one sentence outside the test split."""
+    from .conftest import write_wav
+
+    data = tmp_path / "synth"
+    for folder in ("wav", "segments", "vertices_npy"):
+        (data / folder).mkdir(parents=True)
+    (data / "dataset.json").write_text(json.dumps({
+        "fps": 30, "splits": {"test": {"subjects": ["neutral"], "sentences": [1]}},
+        "regions": {"upper_lip_seam": [0], "lower_lip_seam": [1]},
+    }))
+    template = np.array([[0, 0.001, 0], [0, -0.001, 0], [0.05, 0, 0]], dtype=np.float32)  # upper, lower, other
+    np.savez(data / "templates.npz", neutral=template)
+    vertices = np.repeat(template[None], 30, axis=0)
+    vertices[15:22, 1, 1] -= 0.005
+    for number in (1, 2):
+        write_wav(data / "wav" / f"neutral_{number:02d}.wav", 0.1 * np.sin(np.arange(16000) * 0.05))
+        np.save(data / "vertices_npy" / f"neutral_{number:02d}.npy", vertices)
+        (data / "segments" / f"neutral_{number:02d}.json").write_text(json.dumps({"segments": [
+            {"phone": "m", "start": 0.2, "end": 0.3}, {"phone": "aa", "start": 0.5, "end": 0.7}]}))
+    report = eval_lipsync.main(["--ground-truth", "--heldout", str(data), "--output", str(tmp_path / "gt.json")])
+    assert [row["clip"] for row in report["clips"]] == ["neutral_01"]  # sentence 2 is not in the test split
+    summary = report["summary"]
+    assert (summary["closure_rate"], summary["opening_rate"]) == (1.0, 1.0)
+    assert summary["opening_max_mm"] == pytest.approx(5.0, abs=1e-3)
+    with pytest.raises(SystemExit):
+        eval_lipsync.main(["--ground-truth"])  # needs --heldout
