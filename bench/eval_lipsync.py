@@ -16,6 +16,9 @@ alignment (out/real_speech/alignments.json when present, otherwise aligned on th
               peak inside the search window)
     jitter    mean |second difference| of the opening, mm/frame²
 
+and, to show how far from the thresholds the misses are, the median over segments of the
+lowest opening in each p/b/m and of the highest in each open vowel (mm).
+
 Caveat on closure: the official 3-tap output smoothing (VOCASET preset) lifts a closure held for
 only 1-2 frames above 1 mm when the neighbouring vowels are wide open; a mouth must stay shut for
 about 3 frames (100 ms at 30 fps) to score. Whole-lip centres are a poor closure measure: on
@@ -197,6 +200,9 @@ def score_motion(offsets: np.ndarray, fps: float, audio: np.ndarray, segments: l
         "jitter_mm_per_frame2": metrics.jitter(opening),
         "opening_max_mm": float(opening.max() * 1000),
         "opening_mean_mm": float(opening.mean() * 1000),
+        # per segment: how far from a hit each one was (the mouth's range, not just the rates)
+        "bilabial_min_mm": (metrics.segment_extremes(opening, segments, fps, metrics.BILABIALS, np.min) * 1000).tolist(),
+        "open_vowel_max_mm": (metrics.segment_extremes(opening, segments, fps, metrics.OPEN_VOWELS, np.max) * 1000).tolist(),
     }
 
 
@@ -225,6 +231,9 @@ def pooled(rows: list[dict]) -> dict:
     for key in ("lag_s", "jitter_mm_per_frame2", "opening_max_mm", "opening_mean_mm"):
         values = [r[key] for r in rows if not math.isnan(r[key])]
         summary[key] = float(np.mean(values)) if values else float("nan")
+    for key in ("bilabial_min_mm", "open_vowel_max_mm"):  # median over all segments of all clips
+        values = [v for r in rows for v in r[key]]
+        summary[f"{key}_median"] = float(np.median(values)) if values else float("nan")
     return summary
 
 
@@ -243,6 +252,8 @@ def print_table(rows: list[dict], summary: dict) -> None:
               f"{_rate(r['opening_rate'], r['n_open_vowels'])} {_rate(r['rest_in_silence'], r['n_silence_frames'])} "
               f"{lag:>6} {r['jitter_mm_per_frame2']:7.3f} {r['opening_max_mm']:6.2f}")
     print("closure/open: rate/segments; rest: rate/frames; jitter: mm/frame² of the opening")
+    print(f"median over segments: lowest opening in a p/b/m {summary['bilabial_min_mm_median']:.2f} mm, "
+          f"highest in an open vowel {summary['open_vowel_max_mm_median']:.2f} mm")
 
 
 def _json_safe(value):

@@ -116,5 +116,7 @@ def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
     summary = report["summary"]
     assert (summary["closure_rate"], summary["opening_rate"]) == (1.0, 1.0)
     assert summary["opening_max_mm"] == pytest.approx(5.0, abs=1e-3)
+    assert summary["bilabial_min_mm_median"] == pytest.approx(0.0, abs=1e-6)  # how far each segment got
+    assert summary["open_vowel_max_mm_median"] == pytest.approx(5.0, abs=1e-3)
     with pytest.raises(SystemExit):
         eval_lipsync.main(["--ground-truth"])  # needs --heldout

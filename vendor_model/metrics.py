@@ -31,7 +31,7 @@ __all__ = [
     "lip_vertex_error", "upper_face_dynamics", "upper_face_dynamics_deviation",
     "mean_over_sequences", "replication_summary", "official_scores",
     "flame_lip_indices", "flame_upper_face_indices",
-    "mouth_opening", "closure_rate", "opening_rate", "silence_frames", "rest_in_silence",
+    "mouth_opening", "segment_extremes", "closure_rate", "opening_rate", "silence_frames", "rest_in_silence",
     "rms_envelope", "opening_loudness_lag", "jitter", "count_segments",
 ]
 
@@ -213,17 +213,22 @@ def _fraction(hits: int, total: int) -> float:
     return hits / total if total else float("nan")  # NaN: no such segment in the clip
 
 
-def _segment_rate(opening, segments, fps, phones, hit) -> float:
-    """Fraction of `phones` segments for which `hit(openings within segment ± half a frame)`."""
+def segment_extremes(opening: np.ndarray, segments: Iterable[Any], fps: float, phones: Sequence[str], reduce) -> np.ndarray:
+    """reduce(opening within the segment ± half a frame), e.g. np.min, for each `phones` segment."""
     opening = np.asarray(opening, dtype=np.float64)
-    hits = total = 0
+    values = []
     for segment in segments:
         phone, start, end = _segment_fields(segment)
         frames = _frames_near(start, end, fps, len(opening))
         if phone in phones and frames.size:
-            total += 1
-            hits += bool(hit(opening[frames]))
-    return _fraction(hits, total)
+            values.append(reduce(opening[frames]))
+    return np.asarray(values, dtype=np.float64)
+
+
+def _segment_rate(opening, segments, fps, phones, reduce, hit) -> float:
+    """Fraction of `phones` segments whose extreme opening (see segment_extremes) is a hit."""
+    values = segment_extremes(opening, segments, fps, phones, reduce)
+    return _fraction(int(hit(values).sum()), values.size)
 
 
 def closure_rate(
@@ -232,7 +237,7 @@ def closure_rate(
 ) -> float:
     """Fraction of `phones` segments whose minimum opening (within the segment ± half a frame)
     is below `threshold`: did the lips close for p/b/m? NaN when the clip has none."""
-    return _segment_rate(opening, segments, fps, phones, lambda values: values.min() < threshold)
+    return _segment_rate(opening, segments, fps, phones, np.min, lambda lowest: lowest < threshold)
 
 
 def opening_rate(
@@ -241,7 +246,7 @@ def opening_rate(
 ) -> float:
     """Fraction of open-vowel segments whose maximum opening (segment ± half a frame) exceeds
     `threshold`: did the mouth open for them? NaN when the clip has none."""
-    return _segment_rate(opening, segments, fps, phones, lambda values: values.max() > threshold)
+    return _segment_rate(opening, segments, fps, phones, np.max, lambda highest: highest > threshold)
 
 
 def silence_frames(
