@@ -153,11 +153,11 @@ def heldout_clips(data: Path) -> list[HeldOutClip]:
     return clips
 
 
-def score_ground_truth(data: Path, clip: HeldOutClip, upper: np.ndarray, lower: np.ndarray, thresholds: Thresholds) -> dict:
-    """The rig's own motion for a held-out clip, scored like a model's: the ceiling."""
-    template = np.load(data / "templates.npz")[clip.style].reshape(-1, 3)
+def score_ground_truth(data: Path, clip: HeldOutClip, template: np.ndarray, fps: float, upper: np.ndarray,
+                       lower: np.ndarray, thresholds: Thresholds) -> dict:
+    """The rig's own motion for a held-out clip (template (V, 3): its style's rest head),
+    scored like a model's: the ceiling."""
     vertices = np.load(data / "vertices_npy" / f"{clip.name}.npy").reshape(-1, *template.shape)
-    fps = json.loads((data / "dataset.json").read_text())["fps"]
     audio = clip.audio()
     scores = score_motion(vertices - template, fps, audio, clip.segments(), template, upper, lower, thresholds)
     return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": 0.0, **scores}
@@ -270,16 +270,18 @@ def _json_safe(value):
 def heldout_report(args, label: str, bundle) -> dict:
     """Score the synthetic set's held-out-voice clips: a model's takes, or (bundle None) the
     rig's own motion. The set's dataset.json supplies the lip regions."""
+    spec = json.loads((args.heldout / "dataset.json").read_text())
     info = dict(bundle.info) if bundle is not None else {}
-    info.setdefault("regions", json.loads((args.heldout / "dataset.json").read_text())["regions"])
+    info.setdefault("regions", spec["regions"])
     clips = heldout_clips(args.heldout)[: args.limit] if args.limit else heldout_clips(args.heldout)
     if not clips:
         raise SystemExit(f"no held-out clips in {args.heldout} (its dataset.json test split)")
-    n_vertices = bundle.cfg.n_vertices if bundle is not None else np.load(args.heldout / "templates.npz")[clips[0].style].size // 3
+    templates = None if bundle is not None else {k: v.reshape(-1, 3) for k, v in np.load(args.heldout / "templates.npz").items()}
+    n_vertices = bundle.cfg.n_vertices if bundle is not None else len(templates[clips[0].style])
     upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, n_vertices)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     if bundle is None:
-        rows = [score_ground_truth(args.heldout, c, upper, lower, thresholds) for c in clips]
+        rows = [score_ground_truth(args.heldout, c, templates[c.style], spec["fps"], upper, lower, thresholds) for c in clips]
     else:
         sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
         rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)

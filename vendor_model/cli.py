@@ -138,6 +138,7 @@ def cmd_train(args) -> int:
     if not isinstance(overrides, dict) or set(overrides) - {"model", "train"}:
         raise ValueError(f"{args.config}: expected a JSON object with the sections \"model\" and/or \"train\"")
     options: dict = {}
+    state = None
     if args.resume:  # the run keeps its own options; the config file and flags override them
         state = read_train_state(args.resume)
         options = saved_train_options(state)
@@ -167,7 +168,7 @@ def cmd_train(args) -> int:
                 print("note: the speech encoder starts from random weights; give --encoder DIR (e.g. wav2vec2-base-960h) "
                       "to start from a pretrained one, as the official training does", file=sys.stderr)
             model = model_cfg
-    path = train(model, layout, train_cfg, resume=args.resume)
+    path = train(model, layout, train_cfg, resume=state)  # the state read once, above
     if os.environ.get("RANK", "0") == "0":
         print(f"wrote {path}")
     return 0

@@ -183,11 +183,13 @@ class _EpochBatches:
 class Trainer:
     """One training run: `Trainer(...).run()` trains and returns the last checkpoint."""
 
-    def __init__(self, model: ModelConfig | ModelBundle | DiffSpeaker | None, layout: DatasetLayout, cfg: TrainConfig, resume: str | Path | None = None):
+    def __init__(self, model: ModelConfig | ModelBundle | DiffSpeaker | None, layout: DatasetLayout, cfg: TrainConfig,
+                 resume: str | Path | dict[str, Any] | None = None):
+        """resume: a `.train-state.pt` path, or a state already read with `read_train_state`."""
         self.cfg, self.layout = cfg.validate(), layout
         self.rank, self.world, self.device = _distributed_env(cfg.device)
         self._owns_group = False
-        state = read_train_state(resume) if resume is not None else None
+        state = read_train_state(resume) if isinstance(resume, (str, Path)) else resume
         if state is not None:
             if model is not None and not (isinstance(model, ModelConfig) and model == state["bundle"].cfg):
                 raise ValueError("resume continues the checkpoint's own model; do not also give a model or a different config")
@@ -479,6 +481,7 @@ def config_for_data(base: ModelConfig, layout: DatasetLayout) -> ModelConfig:
     return dataclasses.replace(base, **changes)
 
 
-def train(model: ModelConfig | ModelBundle | DiffSpeaker | None, layout: DatasetLayout, cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+def train(model: ModelConfig | ModelBundle | DiffSpeaker | None, layout: DatasetLayout, cfg: TrainConfig,
+          resume: str | Path | dict[str, Any] | None = None) -> Path:
     """Train (or fine-tune, or resume) and return the path of the last checkpoint."""
     return Trainer(model, layout, cfg, resume).run()
