@@ -87,6 +87,46 @@ def test_textbook_ddim_recovers_x0_when_the_prediction_is_consistent():
     assert torch.allclose(step.a * x0 + step.b * x_t, expected, atol=1e-5)
 
 
+ZERO_SNR = NoiseSchedule(DiffusionConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing"))
+
+
+def test_zero_terminal_snr_makes_the_last_step_pure_noise():
+    """The official schedule leaves 6.8 % of x0 in x_999; the rescaled one leaves none, keeps
+    abar_0, and still falls monotonically, so training at t = 999 matches sampling from noise."""
+    assert float(SCHEDULE.alphas_cumprod[-1] ** 0.5) == pytest.approx(0.0683, abs=1e-4)
+    acp = ZERO_SNR.alphas_cumprod
+    assert float(acp[-1]) == 0.0 and float(acp[0]) == pytest.approx(float(SCHEDULE.alphas_cumprod[0]), rel=1e-6)
+    assert bool((acp[1:] < acp[:-1]).all())
+    x0, eps = torch.full((1, 4), 1000.0), torch.randn(1, 4)
+    assert torch.equal(ZERO_SNR.add_noise(x0, eps, torch.tensor([999])), eps)
+
+
+def test_trailing_spacing_starts_on_the_pure_noise_step():
+    assert ZERO_SNR.timesteps(50)[:3] == [999, 979, 959] and ZERO_SNR.timesteps(50)[-1] == 19
+    assert ZERO_SNR.timesteps(7) == [999, 856, 713, 570, 428, 285, 142]
+    for steps in (1, 7, 30, 50, 1000):
+        ts = ZERO_SNR.timesteps(steps)
+        assert len(ts) == steps and ts[0] == 999 and all(a > b >= 0 for a, b in zip(ts, ts[1:]))
+
+
+def test_textbook_ddim_on_a_trailing_plan_recovers_x0_at_every_step():
+    """Each step of a plan maps a consistent (x0, eps) pair to the next timestep of the
+    same plan, even when the spacing is uneven (30 steps of 1000)."""
+    acp = ZERO_SNR.alphas_cumprod.double()
+    x0, eps = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    plan = ZERO_SNR.plan(30, "ddim")
+    for step, following in zip(plan, plan[1:]):
+        t, prev = step.timestep, following.timestep
+        x_t = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
+        expected = acp[prev].sqrt() * x0 + (1 - acp[prev]).sqrt() * eps
+        assert torch.allclose(step.a * x0 + step.b * x_t, expected, atol=1e-5)
+
+
+def test_an_unknown_timestep_spacing_is_refused():
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        DiffusionConfig(timestep_spacing="linspace")
+
+
 def test_add_noise_is_the_forward_process():
     x0, eps = torch.ones(2, 3), torch.zeros(2, 3)
     noisy = SCHEDULE.add_noise(x0, eps, torch.tensor([0, 999]))

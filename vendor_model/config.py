@@ -65,6 +65,14 @@ class DiffusionConfig:
     beta_end: float = 0.012
     beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
     steps_offset: int = 1  # diffusers `steps_offset`: timesteps are 981, 961, ..., 1 for 50 steps
+    # Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed": the
+    # official schedule keeps sqrt(abar) = 0.068 at t = 999, so training inputs still carry
+    # 7 % of the motion where sampling starts from pure noise. On millimetre-scale lips the
+    # model learns to read that residue instead of the audio, and from pure noise it makes a
+    # compressed mouth. Rescaling to zero terminal SNR removes the residue; "trailing" spacing
+    # then starts sampling at t = 999 (999, 979, ..., 19), the step trained on pure noise.
+    rescale_betas_zero_snr: bool = False
+    timestep_spacing: Literal["leading", "trailing"] = "leading"
     # The update this model is sampled with unless the caller picks one. The official one
     # feeds the model (sqrt(abar) + sqrt(1 - abar)) x0_hat instead of a noisy sample: harmless
     # in metres, where that input is ~0 next to unit noise, but with motion_scale 1000 it is a
@@ -73,6 +81,10 @@ class DiffusionConfig:
     # The audio-free guidance scale this model is sampled with unless the caller picks one
     # (official name and default: 0, off). Only for models trained with the audio dropped.
     guidance_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.timestep_spacing not in ("leading", "trailing"):
+            raise ValueError(f"unknown timestep_spacing {self.timestep_spacing!r}; use 'leading' or 'trailing'")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,12 @@ class NoiseSchedule:
             betas = torch.linspace(cfg.beta_start, cfg.beta_end, n, **cpu)
         else:
             raise ValueError(f"unknown beta_schedule {cfg.beta_schedule!r}")
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # (1000,) float32, as diffusers computes it
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # (1000,) float32, as diffusers computes it
+        if cfg.rescale_betas_zero_snr:  # shift and stretch sqrt(abar) so it runs from its first value to exactly 0
+            root = alphas_cumprod.sqrt()
+            first, last = root[0].clone(), root[-1].clone()
+            alphas_cumprod = ((root - last) * first / (first - last)) ** 2
+        self.alphas_cumprod = alphas_cumprod
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Forward process q(x_t | x0) for per-sample timesteps (N,); x0, noise (N, ...)."""
@@ -41,8 +46,12 @@ class NoiseSchedule:
         return abar**0.5 * x0 + (1.0 - abar) ** 0.5 * noise
 
     def timesteps(self, steps: int) -> list[int]:
-        """diffusers-0.11 DDIM spacing: 981, 961, ..., 1 for 50 steps."""
-        ratio = self.cfg.num_train_timesteps // steps
+        """leading (diffusers-0.11 DDIM): 981, 961, ..., 1 for 50 steps;
+        trailing: 999, 979, ..., 19, so the first step is the one trained on pure noise."""
+        n = self.cfg.num_train_timesteps
+        if self.cfg.timestep_spacing == "trailing":
+            return [int(t) - 1 for t in np.round(np.arange(n, 0, -n / steps))]
+        ratio = n // steps
         return [int(t) + self.cfg.steps_offset for t in (np.arange(steps) * ratio).round()[::-1]]
 
     def plan(self, steps: int, method: str = "official", eta: float = 0.0) -> list[StepPlan]:
@@ -53,12 +62,12 @@ class NoiseSchedule:
             The released checkpoints were tuned with it.
         ddim: textbook DDIM (Song et al.), eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t).
         """
-        ratio = self.cfg.num_train_timesteps // steps
         acp = self.alphas_cumprod
+        timesteps = self.timesteps(steps)
         plans = []
-        for t in self.timesteps(steps):
+        for t, t_prev in zip(timesteps, timesteps[1:] + [-1]):
             abar_t = acp[t]
-            abar_prev = acp[t - ratio] if t - ratio >= 0 else acp[0]  # set_alpha_to_one=False
+            abar_prev = acp[t_prev] if t_prev >= 0 else acp[0]  # set_alpha_to_one=False
             variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
             std = eta * variance**0.5
             direction = (1 - abar_prev - std**2) ** 0.5
