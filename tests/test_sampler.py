@@ -122,6 +122,14 @@ def test_textbook_ddim_on_a_trailing_plan_recovers_x0_at_every_step():
         assert torch.allclose(step.a * x0 + step.b * x_t, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["official", "ddim"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_every_plan_of_the_zero_snr_schedule_is_finite(method, eta):
+    for steps in (1, 10, 50):
+        for step in ZERO_SNR.plan(steps, method, eta):
+            assert all(np.isfinite([step.a, step.b, step.std])), step
+
+
 def test_an_unknown_timestep_spacing_is_refused():
     with pytest.raises(ValueError, match="timestep_spacing"):
         DiffusionConfig(timestep_spacing="linspace")

@@ -70,7 +70,7 @@ class NoiseSchedule:
             abar_prev = acp[t_prev] if t_prev >= 0 else acp[0]  # set_alpha_to_one=False
             variance = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
             std = eta * variance**0.5
-            direction = (1 - abar_prev - std**2) ** 0.5
+            direction = (1 - abar_prev - std**2).clamp(min=0) ** 0.5  # exactly 0 at eta = 1 from abar_t = 0; rounding must not make it NaN
             if method == "official":
                 a, b = abar_prev**0.5 + direction, torch.tensor(0.0)
             elif method == "ddim":
