@@ -142,13 +142,16 @@ class HeldOutClip:
         return [PhoneSegment(s["phone"], s["start"], s["end"], "") for s in json.loads(self.meta.read_text())["segments"]]
 
 
-def heldout_clips(data: Path) -> list[HeldOutClip]:
+def heldout_clips(data: Path, split: str = "test") -> list[HeldOutClip]:
+    """The utterances of one split of a synthetic set (default: the held-out voices')."""
     spec = json.loads((data / "dataset.json").read_text())
-    test = spec["splits"]["test"]
+    if split not in spec["splits"]:
+        raise SystemExit(f"{data} has no {split!r} split (it has {', '.join(spec['splits'])})")
+    chosen = spec["splits"][split]
     clips = []
     for wav in sorted((data / "wav").glob("*.wav")):
         style, _, number = wav.stem.rpartition("_")
-        if style in test["subjects"] and int(number.lstrip("s")) in test["sentences"]:
+        if style in chosen["subjects"] and int(number.lstrip("s")) in chosen["sentences"]:
             clips.append(HeldOutClip(wav.stem, wav, data / "segments" / f"{wav.stem}.json", style))
     return clips
 

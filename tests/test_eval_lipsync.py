@@ -90,12 +90,12 @@ def test_eval_lipsync_needs_lip_regions(tmp_path, clips):
         eval_lipsync.lip_regions({}, None, None, bundle.cfg.n_vertices)
 
 
-def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
+def handmade_synthetic_set(root):
     """A hand-made held-out set: one clip whose lips meet for its 'm' and part 5 mm for its 'aa'
     (the rig's motion, frames 15-21), and one sentence outside the test split."""
     from .conftest import write_wav
 
-    data = tmp_path / "synth"
+    data = root / "synth"
     for folder in ("wav", "segments", "vertices_npy"):
         (data / folder).mkdir(parents=True)
     (data / "dataset.json").write_text(json.dumps({
@@ -111,6 +111,11 @@ def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
         np.save(data / "vertices_npy" / f"neutral_{number:02d}.npy", vertices)
         (data / "segments" / f"neutral_{number:02d}.json").write_text(json.dumps({"segments": [
             {"phone": "m", "start": 0.2, "end": 0.3}, {"phone": "aa", "start": 0.5, "end": 0.7}]}))
+    return data
+
+
+def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
+    data = handmade_synthetic_set(tmp_path)
     report = eval_lipsync.main(["--ground-truth", "--heldout", str(data), "--output", str(tmp_path / "gt.json")])
     assert [row["clip"] for row in report["clips"]] == ["neutral_01"]  # sentence 2 is not in the test split
     summary = report["summary"]
@@ -120,3 +125,28 @@ def test_ground_truth_mode_scores_the_held_out_clips_own_motion(tmp_path):
     assert summary["open_vowel_max_mm_median"] == pytest.approx(5.0, abs=1e-3)
     with pytest.raises(SystemExit):
         eval_lipsync.main(["--ground-truth"])  # needs --heldout
+
+
+@pytest.mark.parametrize("zero_snr", [True, False])
+def test_denoiser_probe_shows_whether_the_first_sampling_step_matches_training(tmp_path, zero_snr):
+    """bench/denoiser_probe.py scores one denoiser call per noise level. With zero terminal SNR
+    the training input at t=999 is pure noise, so its row is the first sampling step's row;
+    with the official schedule x_999 still holds 6.8 % of the motion, so the two differ."""
+    from bench import denoiser_probe
+    from vendor_model.checkpoint import ModelBundle
+    from vendor_model.config import DiffusionConfig
+
+    from .conftest import tiny_model
+
+    data = handmade_synthetic_set(tmp_path)
+    diffusion = DiffusionConfig(rescale_betas_zero_snr=zero_snr, timestep_spacing="trailing" if zero_snr else "leading")
+    model = tiny_model(n_vertices=3, smooth_output=False, motion_scale=1000.0, diffusion=diffusion)
+    template = np.load(data / "templates.npz")["neutral"]
+    bundle = ModelBundle(model, template, ("neutral", "calm", "loud"))
+    summaries = denoiser_probe.probe(bundle, data, timesteps=(999, 500))
+    first_step = 999 if zero_snr else 981
+    assert list(summaries) == ["t=999", "t=500", f"pure noise (t={first_step})", "rig motion"]
+    assert summaries["rig motion"]["clips"] == 1  # only the test split
+    assert (summaries["rig motion"]["closure_rate"], summaries["rig motion"]["opening_rate"]) == (1.0, 1.0)
+    same = summaries["t=999"]["opening_max_mm"] == summaries[f"pure noise (t={first_step})"]["opening_max_mm"]
+    assert same == zero_snr
