@@ -286,7 +286,7 @@ def heldout_report(args, label: str, bundle) -> dict:
     if bundle is None:
         rows = [score_ground_truth(args.heldout, c, templates[c.style], spec["fps"], upper, lower, thresholds) for c in clips]
     else:
-        sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
+        sampler = SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
         rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
                 for c in clips]
     summary = pooled(rows)
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lips-lower", type=Path, help="lower-lip vertex index file")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--method", choices=["official", "ddim"], help="sampling update (default: the model's own)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, help="audio-free guidance scale (default: the model's own)")
     parser.add_argument("--style", default="0", help="style index or name")
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("no clips (is Debian's pocketsphinx-testdata installed?)")
     cached = json.loads(args.alignments.read_text())["clips"] if args.alignments.is_file() else {}
 
-    sampler = SamplerConfig(steps=args.steps, method=args.method, guidance=args.guidance, seed=args.seed, takes=1)
+    sampler = SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
     style = bundle.style_index(args.style)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": label,
         "info_note": bundle.info.get("note"),
-        "sampler": {"steps": args.steps, "seed": args.seed, "style": style,
+        "sampler": {"steps": args.steps, "eta": args.eta, "seed": args.seed, "style": style,
                     "guidance": bundle.cfg.diffusion.guidance_scale if args.guidance is None else args.guidance},
         "thresholds_m": asdict(thresholds),
         "lip_regions": {"upper": upper.tolist(), "lower": lower.tolist()},
