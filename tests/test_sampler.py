@@ -14,9 +14,10 @@ from vendor_model.schedule import NoiseSchedule
 from .conftest import tiny_model
 
 SCHEDULE = NoiseSchedule(DiffusionConfig())
+ZERO_SNR = NoiseSchedule(DiffusionConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing"))
 
 
-def make_job(model, *, takes=2, groups=1, frames=40, steps=10, method="official", eta=0.0, guidance=0.0, seed=0):
+def make_job(model, *, takes=2, groups=1, frames=40, steps=10, method="official", eta=0.0, guidance=0.0, seed=0, zero_snr=False):
     g = torch.Generator().manual_seed(seed)
     d, nfeats = model.cfg.latent_dim, model.cfg.nfeats
     noise_gen = torch.Generator().manual_seed(seed + 1)
@@ -24,7 +25,7 @@ def make_job(model, *, takes=2, groups=1, frames=40, steps=10, method="official"
         memory=torch.randn(groups, 1, frames, d, generator=g),
         style=torch.arange(takes) % model.cfg.num_styles,
         init_noise=torch.randn(takes, frames, nfeats, generator=g),
-        plan=SCHEDULE.plan(steps, method, eta),
+        plan=(ZERO_SNR if zero_snr else SCHEDULE).plan(steps, method, eta),
         guidance=guidance,
         noise=lambda: torch.randn(takes, frames, nfeats, generator=noise_gen),
     )
@@ -45,6 +46,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
         dict(method="ddim", guidance=0.7, groups=2, takes=3),
         dict(method="official", steps=1),
         dict(method="ddim", steps=37),
+        dict(method="ddim", eta=1.0, guidance=2.0, groups=2, steps=13, zero_snr=True),
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
@@ -85,9 +87,6 @@ def test_textbook_ddim_recovers_x0_when_the_prediction_is_consistent():
     x_t = acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * eps
     expected = acp[prev].sqrt() * x0 + (1 - acp[prev]).sqrt() * eps
     assert torch.allclose(step.a * x0 + step.b * x_t, expected, atol=1e-5)
-
-
-ZERO_SNR = NoiseSchedule(DiffusionConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing"))
 
 
 def test_zero_terminal_snr_makes_the_last_step_pure_noise():
