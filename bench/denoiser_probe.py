@@ -46,11 +46,14 @@ def probe(bundle, data: Path, split: str = "test", timesteps=(999, 800, 600, 400
     first_step = model.schedule.timesteps(50)[0]
     labels = [f"t={t}" for t in timesteps] + [f"pure noise (t={first_step})", "rig motion"]
     rows: dict[str, list[dict]] = {label: [] for label in labels}
+    clips = heldout_clips(data, split)[:limit]
+    if not clips:
+        raise SystemExit(f"no clips in the {split!r} split of {data}")
     generator = torch.Generator().manual_seed(seed)
-    for clip in heldout_clips(data, split)[:limit]:
+    for clip in clips:
         audio = clip.audio()  # (S,) 16 kHz
         template = templates[clip.style]
-        truth = np.load(data / "vertices_npy" / f"{clip.name}.npy").reshape(-1, *template.shape) - template
+        truth = clip.rig_offsets(template)
         waveform = torch.from_numpy(normalize_waveform(audio)).unsqueeze(0)  # (1, S)
         frames = min(len(truth), model.num_frames(waveform.shape[1]))
         truth = truth[:frames]  # (T, V, 3) metres
@@ -65,8 +68,6 @@ def probe(bundle, data: Path, split: str = "test", timesteps=(999, 800, 600, 400
         segments = clip.segments()
         for label, motion in zip(labels, [p.numpy().reshape(truth.shape) for p in predictions] + [truth]):
             rows[label].append(score_motion(motion, cfg.fps, audio, segments, template, upper, lower))
-    if not rows["rig motion"]:
-        raise SystemExit(f"no clips in the {split!r} split of {data}")
     return {label: pooled(scored) for label, scored in rows.items()}
 
 

@@ -131,6 +131,7 @@ class HeldOutClip:
     name: str
     wav: Path
     meta: Path
+    vertices: Path
     style: str
 
     def audio(self) -> np.ndarray:
@@ -140,6 +141,10 @@ class HeldOutClip:
 
     def segments(self) -> list[PhoneSegment]:
         return [PhoneSegment(s["phone"], s["start"], s["end"], "") for s in json.loads(self.meta.read_text())["segments"]]
+
+    def rig_offsets(self, template: np.ndarray) -> np.ndarray:
+        """(T, V, 3) the rig's motion as offsets from its style's rest head template (V, 3)."""
+        return np.load(self.vertices).reshape(-1, *template.shape) - template
 
 
 def heldout_clips(data: Path, split: str = "test") -> list[HeldOutClip]:
@@ -152,17 +157,17 @@ def heldout_clips(data: Path, split: str = "test") -> list[HeldOutClip]:
     for wav in sorted((data / "wav").glob("*.wav")):
         style, _, number = wav.stem.rpartition("_")
         if style in chosen["subjects"] and int(number.lstrip("s")) in chosen["sentences"]:
-            clips.append(HeldOutClip(wav.stem, wav, data / "segments" / f"{wav.stem}.json", style))
+            clips.append(HeldOutClip(wav.stem, wav, data / "segments" / f"{wav.stem}.json",
+                                     data / "vertices_npy" / f"{wav.stem}.npy", style))
     return clips
 
 
-def score_ground_truth(data: Path, clip: HeldOutClip, template: np.ndarray, fps: float, upper: np.ndarray,
-                       lower: np.ndarray, thresholds: Thresholds) -> dict:
+def score_ground_truth(clip: HeldOutClip, template: np.ndarray, fps: float, upper: np.ndarray, lower: np.ndarray,
+                       thresholds: Thresholds) -> dict:
     """The rig's own motion for a held-out clip (template (V, 3): its style's rest head),
     scored like a model's: the ceiling."""
-    vertices = np.load(data / "vertices_npy" / f"{clip.name}.npy").reshape(-1, *template.shape)
     audio = clip.audio()
-    scores = score_motion(vertices - template, fps, audio, clip.segments(), template, upper, lower, thresholds)
+    scores = score_motion(clip.rig_offsets(template), fps, audio, clip.segments(), template, upper, lower, thresholds)
     return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": 0.0, **scores}
 
 
@@ -270,6 +275,11 @@ def _json_safe(value):
     return value
 
 
+def sampler_config(args) -> SamplerConfig:
+    """One take per clip, as the command line asks."""
+    return SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
+
+
 def heldout_report(args, label: str, bundle) -> dict:
     """Score the synthetic set's held-out-voice clips: a model's takes, or (bundle None) the
     rig's own motion. The set's dataset.json supplies the lip regions."""
@@ -284,9 +294,9 @@ def heldout_report(args, label: str, bundle) -> dict:
     upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, n_vertices)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     if bundle is None:
-        rows = [score_ground_truth(args.heldout, c, templates[c.style], spec["fps"], upper, lower, thresholds) for c in clips]
+        rows = [score_ground_truth(c, templates[c.style], spec["fps"], upper, lower, thresholds) for c in clips]
     else:
-        sampler = SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
+        sampler = sampler_config(args)
         rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
                 for c in clips]
     summary = pooled(rows)
@@ -353,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("no clips (is Debian's pocketsphinx-testdata installed?)")
     cached = json.loads(args.alignments.read_text())["clips"] if args.alignments.is_file() else {}
 
-    sampler = SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
+    sampler = sampler_config(args)
     style = bundle.style_index(args.style)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
     rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)

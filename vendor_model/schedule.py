@@ -36,7 +36,7 @@ class NoiseSchedule:
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # (1000,) float32, as diffusers computes it
         if cfg.rescale_betas_zero_snr:  # shift and stretch sqrt(abar) so it runs from its first value to exactly 0
             root = alphas_cumprod.sqrt()
-            first, last = root[0].clone(), root[-1].clone()
+            first, last = root[0], root[-1]
             alphas_cumprod = ((root - last) * first / (first - last)) ** 2
         self.alphas_cumprod = alphas_cumprod
 
