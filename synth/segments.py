@@ -8,14 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# The 39 CMU ARPAbet phones (stress removed), in the CMU dictionary's order.
-ARPABET: tuple[str, ...] = (
-    "aa", "ae", "ah", "ao", "aw", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g",
-    "hh", "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p", "r", "s", "sh", "t",
-    "th", "uh", "uw", "v", "w", "y", "z", "zh",
-)
-SILENCE = "sil"
-PHONES: tuple[str, ...] = ARPABET + (SILENCE,)
+from vendor_model.phones import ARPABET, PHONES, SILENCE  # noqa: F401 (the contract's phone set)
 
 # Aligners round boundaries; overlaps smaller than this are not errors.
 OVERLAP_TOLERANCE_S = 1e-6

@@ -5,6 +5,7 @@
     <root>/templates.pkl                              subject -> (V, 3) neutral mesh
                                                       (or templates.npz with the same keys)
     <root>/dataset.json                               optional: our own layouts (see layout_from_json)
+    <root>/segments/<same stem>.json                  optional: phone timings, for the phone loss
 
 The subject is the file stem up to its last underscore; the sentence id is the
 stem's last two characters (FaceFormer's convention). The motion variable is
@@ -21,8 +22,9 @@ import numpy as np
 import torch
 
 from .audio import load_audio, normalize_waveform
-from .config import OFFICIAL_STYLE_NAMES
+from .config import OFFICIAL_STYLE_NAMES, SAMPLE_RATE
 from .model import TrainingBatch
+from .phones import IGNORE, frame_phones
 from .untrusted import load_numpy_pickle
 
 __all__ = [
@@ -55,6 +57,7 @@ class DatasetLayout:
     vertices_dir: str = "vertices_npy"
     wav_dir: str = "wav"
     templates: str = "templates.pkl"
+    segments_dir: str = "segments"  # <stem>.json phone timings, for the phone loss (synthetic sets have them)
     skip_missing_motion: bool = False  # True: a wav without its .npy is left out with a warning (FaceFormer)
     name: str = field(default="custom", compare=False)
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)  # name -> vertex ids
@@ -184,6 +187,7 @@ class MotionItem:
     style: int  # index into layout.styles; -1 = not a training subject (validated with every style)
     name: str  # file stem, e.g. FaceTalk_170728_03272_TA_sentence01
     subject: str
+    phones: np.ndarray | None = None  # (Tp,) int64 PHONES index per frame at the phone rate, IGNORE = unlabelled
 
 
 def _parse_stem(stem: str) -> tuple[str, int] | None:
@@ -197,11 +201,14 @@ def _parse_stem(stem: str) -> tuple[str, int] | None:
 
 
 class SpeechMotionDataset(torch.utils.data.Dataset):
-    """The clips of one split; each item is read from disk when asked for."""
+    """The clips of one split; each item is read from disk when asked for. With
+    `phone_fps`, each item also carries frame-wise phone labels at that rate, read from
+    <root>/<segments_dir>/<stem>.json (every clip of the split must have one)."""
 
-    def __init__(self, layout: DatasetLayout, split: str):
+    def __init__(self, layout: DatasetLayout, split: str, phone_fps: float | None = None):
         self.layout = layout
         self.split_name = split
+        self.phone_fps = phone_fps
         spec = layout.split(split)
         wav_dir, vert_dir = layout.root / layout.wav_dir, layout.root / layout.vertices_dir
         for folder in (wav_dir, vert_dir):
@@ -231,6 +238,11 @@ class SpeechMotionDataset(torch.utils.data.Dataset):
                 raise DatasetError(
                     f"{layout.root / layout.templates} has no template for subject {subject!r} "
                     f"(it has {sorted(templates)[:8]}{' ...' if len(templates) > 8 else ''})"
+                )
+            if phone_fps is not None and not (layout.root / layout.segments_dir / f"{wav.stem}.json").is_file():
+                raise FileNotFoundError(
+                    f"the phone loss needs phone timings for every clip, but {layout.root / layout.segments_dir / (wav.stem + '.json')} "
+                    "does not exist; set phone_loss_weight to 0 for data without them (VOCASET and BIWI have none)"
                 )
             self.entries.append((wav.stem, subject, wav, npy))
         if self.skipped:
@@ -263,13 +275,23 @@ class SpeechMotionDataset(torch.utils.data.Dataset):
         if vertices.shape[0] < 2:
             raise DatasetError(f"{npy} has {vertices.shape[0]} frame(s) after subsampling; at least 2 are needed")
         style = self.layout.styles.index(subject) if subject in self.layout.styles else -1
+        audio = normalize_waveform(load_audio(wav))
         return MotionItem(
-            audio=normalize_waveform(load_audio(wav)),
+            audio=audio,
             offsets=vertices - self.templates[subject],
             style=style,
             name=stem,
             subject=subject,
+            phones=None if self.phone_fps is None else self._phones(stem, len(audio)),
         )
+
+    def _phones(self, stem: str, num_samples: int) -> np.ndarray:
+        path = self.layout.root / self.layout.segments_dir / f"{stem}.json"
+        try:
+            segments = json.loads(path.read_text())["segments"]
+            return frame_phones(segments, int(num_samples * self.phone_fps / SAMPLE_RATE) + 1, self.phone_fps)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{path}: cannot read its phone segments ({exc}); expected {{\"segments\": [{{\"phone\", \"start\", \"end\"}}, ...]}}") from None
 
 
 def collate(items: list[MotionItem]) -> TrainingBatch:
@@ -289,4 +311,17 @@ def collate(items: list[MotionItem]) -> TrainingBatch:
         offsets[i, : len(item.offsets)] = torch.from_numpy(item.offsets)
         frame_mask[i, : len(item.offsets)] = True
     style = torch.tensor([item.style for item in items], dtype=torch.long)
-    return TrainingBatch(audio=audio, audio_mask=audio_mask, offsets=offsets, frame_mask=frame_mask, style=style)
+    return TrainingBatch(audio=audio, audio_mask=audio_mask, offsets=offsets, frame_mask=frame_mask, style=style, phones=_collate_phones(items))
+
+
+def _collate_phones(items: list[MotionItem]) -> torch.Tensor | None:
+    """(B, Tp) phone labels padded with IGNORE, or None when no item has labels."""
+    labelled = [item.phones is not None for item in items]
+    if not any(labelled):
+        return None
+    if not all(labelled):
+        raise DatasetError("some clips of the batch have phone labels and some do not")
+    phones = torch.full((len(items), max(len(item.phones) for item in items)), IGNORE, dtype=torch.long)
+    for i, item in enumerate(items):
+        phones[i, : len(item.phones)] = torch.from_numpy(item.phones)
+    return phones

@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .phones import SILENCE
+
 __all__ = [
     "BILABIALS", "OPEN_VOWELS", "SILENCE",
     "CLOSURE_THRESHOLD_M", "OPEN_THRESHOLD_M", "REST_THRESHOLD_M",
@@ -39,7 +41,6 @@ __all__ = [
 
 BILABIALS = ("p", "b", "m")  # the lips must touch: the one unambiguous visual cue of speech
 OPEN_VOWELS = ("aa", "ae", "ah", "ao", "aw", "ay")  # the jaw drops for these (ah includes reduced schwa)
-SILENCE = "sil"
 
 # ---- thresholds (metres; VOCASET/FLAME units) -----------------------------------------------------
 # The opening signal is relative to the template, assumed closed-mouthed (FLAME/VOCASET neutral

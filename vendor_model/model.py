@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
 from .denoiser import Denoiser
 from .encoders import SpeechEncoder, build_encoder, resample_features
+from .phones import IGNORE
 from .schedule import NoiseSchedule
 
 
@@ -22,6 +24,10 @@ class TrainingBatch:
     offsets: torch.Tensor  # (B, T, F) ground-truth vertices minus template, zero-padded
     frame_mask: torch.Tensor  # (B, T) 1 = real frame
     style: torch.Tensor  # (B,) style index
+    phones: torch.Tensor | None = None  # (B, Tp) phone labels at the encoder's rate, IGNORE = none
+
+    def to(self, device: torch.device) -> TrainingBatch:
+        return TrainingBatch(**{k: None if v is None else v.to(device) for k, v in vars(self).items()})
 
 
 def position_velocity_loss(
@@ -101,19 +107,25 @@ class DiffSpeaker(nn.Module):
         noise: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,  # (F,) per-coordinate loss weights; None = official
+        phone_head: nn.Module | None = None,  # encoder features (C) -> phone logits; None = official
     ) -> dict[str, torch.Tensor]:
         """One step of the official diffusion training objective (x0 prediction).
 
         audio_drop_prob zeroes the waveform of that fraction of samples, so the model
         also learns the audio-free prediction used by guidance. Offsets are diffused and the
         losses measured in units of offsets x cfg.motion_scale (metres when 1, as official).
+        With a phone_head, "phone" is also returned: the cross-entropy of the phone labels
+        (batch.phones) predicted frame by frame from the speech encoder's output, which asks
+        the encoder to say where each phone is (not part of "total"; the caller weighs it).
         """
         audio = batch.audio
+        keep = torch.ones(audio.shape[0], device=audio.device, dtype=audio.dtype)
         if audio_drop_prob > 0:
             keep = (torch.rand(audio.shape[0], device=audio.device) >= audio_drop_prob).to(audio.dtype)
             audio = audio * keep.unsqueeze(1)
         num_frames = batch.offsets.shape[1]
-        memory = self.audio_memory(audio, num_frames, batch.audio_mask.long())
+        features = self.audio_encoder(audio, batch.audio_mask.long())  # (B, Ta, C)
+        memory = self.denoiser.memory(resample_features(features, num_frames))  # (B, T, d)
         if noise is None:
             noise = torch.randn_like(batch.offsets)
         if timesteps is None:
@@ -121,4 +133,22 @@ class DiffSpeaker(nn.Module):
         x_t = self.schedule.add_noise(batch.offsets * self.cfg.motion_scale, noise, timesteps)
         frame_mask = batch.frame_mask.bool()
         pred = self.denoiser(x_t, memory, timesteps, batch.style, frame_mask)
-        return position_velocity_loss(pred, batch.offsets * self.cfg.motion_scale, frame_mask, weights)
+        losses = position_velocity_loss(pred, batch.offsets * self.cfg.motion_scale, frame_mask, weights)
+        if phone_head is not None:
+            losses["phone"] = phone_loss(phone_head(features), batch.phones, keep.bool())
+        return losses
+
+
+def phone_loss(logits: torch.Tensor, phones: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over labelled frames. logits (B, Ta, P); phones (B, Tp) labels,
+    cut or IGNORE-padded to Ta; keep (B,) False for clips whose audio was dropped (silent
+    input: their labels would be wrong)."""
+    if phones is None:
+        raise ValueError("the phone loss needs phone labels: build the dataset with phone_fps")
+    labels = torch.full(logits.shape[:2], IGNORE, dtype=torch.long, device=logits.device)
+    width = min(labels.shape[1], phones.shape[1])
+    labels[:, :width] = phones[:, :width]
+    labels[~keep] = IGNORE
+    if not (labels != IGNORE).any():  # e.g. every clip dropped: nothing to learn, but keep the graph
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE)

@@ -38,6 +38,7 @@ from .config import ModelConfig
 from .data import DatasetError, DatasetLayout, MotionItem, SpeechMotionDataset, collate
 from .fileio import atomic_output
 from .model import DiffSpeaker, TrainingBatch, position_velocity_loss
+from .phones import PHONES
 from .pipeline import pick_device, smooth_interior
 from .sampler import SamplingJob, sample_fast
 
@@ -72,6 +73,11 @@ class TrainConfig:
     # {region: weight}: squared errors of the region's vertices (the data's dataset.json
     # "regions") count weight times; a vertex in several takes the largest. None: official.
     region_weights: dict[str, float] | None = None
+    # Weight of an auxiliary frame-wise phone classification loss on the speech encoder's
+    # output (a linear head used only in training), from the data's segments/<stem>.json
+    # timings. It makes the encoder mark where each phone is, e.g. the frames of a p/b/m,
+    # which the diffusion loss alone does not teach it. 0: official (no phone labels needed).
+    phone_loss_weight: float = 0.0
     checkpoint_every: int | None = 1000  # steps; a final checkpoint is always written
     out_dir: str = "runs/train"
     num_workers: int = 0
@@ -86,6 +92,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.region_weights is not None and any(not float(w) > 0 for w in self.region_weights.values()):
             raise ValueError(f"region_weights must be positive, got {self.region_weights}")
+        if not self.phone_loss_weight >= 0.0:
+            raise ValueError(f"phone_loss_weight must be 0 or more, got {self.phone_loss_weight}")
         if not 0.0 <= self.audio_drop_prob <= 1.0:
             raise ValueError(f"audio_drop_prob must be in [0, 1], got {self.audio_drop_prob}")
         if self.lr <= 0 or self.weight_decay < 0 or self.num_workers < 0:
@@ -109,15 +117,21 @@ class TrainConfig:
 
 
 class _LossModule(nn.Module):
-    """Routes the training loss through forward(), so DistributedDataParallel can wrap it."""
+    """Routes the training loss through forward(), so DistributedDataParallel can wrap it.
+    Holds the training-only phone head (not part of the model or its checkpoint)."""
 
-    def __init__(self, model: DiffSpeaker, audio_drop_prob: float, weights: torch.Tensor | None):
+    def __init__(self, model: DiffSpeaker, audio_drop_prob: float, weights: torch.Tensor | None,
+                 phone_head: nn.Module | None, phone_weight: float):
         super().__init__()
         self.model, self.audio_drop_prob = model, audio_drop_prob
+        self.phone_head, self.phone_weight = phone_head, phone_weight
         self.register_buffer("weights", weights, persistent=False)
 
     def forward(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        return self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob, weights=self.weights)
+        losses = self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob, weights=self.weights, phone_head=self.phone_head)
+        if self.phone_head is not None:
+            losses["total"] = losses["total"] + self.phone_weight * losses["phone"]
+        return losses
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -206,7 +220,9 @@ class Trainer:
             trained = f"a model trained {base.info['step']} steps on {base.info.get('data_root')}" if "step" in base.info else None
             self.origin = f"fine-tuned from {base.info.get('source') or trained or 'a given model'}"
 
-        self.dataset = SpeechMotionDataset(layout, "train")
+        self.phone_head = nn.Linear(self.model.audio_encoder.feature_dim, len(PHONES)) if cfg.phone_loss_weight > 0 else None
+        phone_fps = self.model.audio_encoder.feature_fps if self.phone_head is not None else None
+        self.dataset = SpeechMotionDataset(layout, "train", phone_fps=phone_fps)
         self._check_fits()
         self.template_subject = layout.styles[0]
         self.template = self.dataset.templates[self.template_subject].reshape(-1, 3)
@@ -216,7 +232,11 @@ class Trainer:
         elif cfg.freeze_feature_extractor:
             self.log("this speech encoder has no convolutional feature extractor to freeze")
         self.model.to(self.device, torch.float32).train()  # the official training is fp32 throughout
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if self.phone_head is not None:
+            self.phone_head.to(self.device, torch.float32)
+            trainable += list(self.phone_head.parameters())
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sampler = DistributedSampler(self.dataset, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed)
         self.steps_per_epoch = -(-len(self.sampler) // cfg.batch_size)
         limits = [cfg.max_steps] if cfg.max_steps else []
@@ -228,7 +248,7 @@ class Trainer:
             self._restore(state)
         self.out_dir = Path(cfg.out_dir)
         self._val_data: SpeechMotionDataset | None | bool = False  # False = not loaded yet
-        net = _LossModule(self.model, cfg.audio_drop_prob, self._loss_weights())
+        net = _LossModule(self.model, cfg.audio_drop_prob, self._loss_weights(), self.phone_head, cfg.phone_loss_weight)
         if self.world > 1:  # last, so that nothing after starting the group can fail
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world)
@@ -267,6 +287,10 @@ class Trainer:
             raise ValueError(f"the model has {mcfg.num_styles} styles but the data has {len(layout.styles)} training subjects {list(layout.styles)}")
 
     def _restore(self, state: dict[str, Any]) -> None:
+        if (self.phone_head is None) != (state.get("phone_head") is None):
+            raise ValueError("resume with the phone loss on exactly when the saved run had it (phone_loss_weight 0 or not)")
+        if self.phone_head is not None:
+            self.phone_head.load_state_dict(state["phone_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         if self.batch_in_epoch >= self.steps_per_epoch:  # fewer batches per epoch than before (batch size or processes)
@@ -288,7 +312,7 @@ class Trainer:
         return self.cfg.lr * min(1.0, (self.total_steps - self.step) / decay)
 
     def train_step(self, batch: TrainingBatch) -> dict[str, float]:
-        batch = TrainingBatch(**{k: v.to(self.device) for k, v in vars(batch).items()})
+        batch = batch.to(self.device)
         for group in self.optimizer.param_groups:  # also replaces the rate a resumed state brought
             group["lr"] = self.learning_rate()
         losses = self.net(batch)
@@ -346,16 +370,17 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _log_window(self, window: list[dict[str, float]], seconds: float) -> None:
-        mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        keys = list(window[0])  # total, position, velocity[, phone]
+        mean = {k: float(np.mean([w[k] for w in window])) for k in keys}
         if self.world > 1:  # average over processes
-            values = torch.tensor([mean["total"], mean["position"], mean["velocity"]], dtype=torch.float64, device=self.device)
+            values = torch.tensor([mean[k] for k in keys], dtype=torch.float64, device=self.device)
             dist.all_reduce(values)
-            mean = dict(zip(("total", "position", "velocity"), (values / self.world).tolist()))
+            mean = dict(zip(keys, (values / self.world).tolist()))
         rate = len(window) / max(seconds, 1e-9)
+        parts = ", ".join(f"{k} {mean[k]:.6g}" for k in keys if k != "total")
         self.log(
-            f"step {self.step:>7d}/{self.total_steps}  epoch {self.epoch:>4d}  loss {mean['total']:.6g}  "
-            f"(position {mean['position']:.6g}, velocity {mean['velocity']:.6g})  {rate:.2f} steps/s",
-            {"step": self.step, "epoch": self.epoch, "loss": mean["total"], "position": mean["position"], "velocity": mean["velocity"], "steps_per_s": rate},
+            f"step {self.step:>7d}/{self.total_steps}  epoch {self.epoch:>4d}  loss {mean['total']:.6g}  ({parts})  {rate:.2f} steps/s",
+            {"step": self.step, "epoch": self.epoch, "loss": mean["total"], **{k: mean[k] for k in keys if k != "total"}, "steps_per_s": rate},
         )
 
     def validate(self) -> dict[str, float] | None:
@@ -425,6 +450,7 @@ class Trainer:
             "format": _STATE_FORMAT, "version": 1, "weights": weights.name,
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "world_size": self.world,
             "optimizer": self.optimizer.state_dict(), "rng": rng,
+            "phone_head": None if self.phone_head is None else self.phone_head.state_dict(),
         }
         with atomic_output(self.out_dir / f"{name}{STATE_SUFFIX}") as tmp:
             torch.save(state, tmp)
