@@ -277,7 +277,8 @@ def _json_safe(value):
 
 def sampler_config(args) -> SamplerConfig:
     """One take per clip, as the command line asks."""
-    return SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance, seed=args.seed, takes=1)
+    return SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance,
+                         guide_pauses=args.guide_pauses, seed=args.seed, takes=1)
 
 
 def heldout_report(args, label: str, bundle) -> dict:
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0 deterministic, 1 DDPM-like)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, help="audio-free guidance scale (default: the model's own)")
+    parser.add_argument("--guide-pauses", action="store_true", help="guide the clip's pauses too, as the official code does "
+                        "(default: guidance fades out where the clip is silent)")
     parser.add_argument("--style", default="0", help="style index or name")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--closure-mm", type=float, default=metrics.CLOSURE_THRESHOLD_M * 1000)
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": label,
         "info_note": bundle.info.get("note"),
-        "sampler": {"steps": args.steps, "eta": args.eta, "seed": args.seed, "style": style,
+        "sampler": {"steps": args.steps, "eta": args.eta, "guide_pauses": args.guide_pauses, "seed": args.seed, "style": style,
                     "guidance": bundle.cfg.diffusion.guidance_scale if args.guidance is None else args.guidance},
         "thresholds_m": asdict(thresholds),
         "lip_regions": {"upper": upper.tolist(), "lower": lower.tolist()},

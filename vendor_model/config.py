@@ -173,6 +173,9 @@ class SamplerConfig:
     # audio-free guidance scale s: x0 = x0_cond + s (x0_cond - x0_uncond); None = the model's
     # own (DiffusionConfig.guidance_scale)
     guidance: float | None = None
+    # False: guidance fades to 0 in the clip's pauses (vendor_model.activity), where it would
+    # push the lips past rest; True: every frame is guided, as the official code does.
+    guide_pauses: bool = False
     seed: int | None = 0
     takes: int = 1  # several seeds (seed, seed+1, ...) sampled in one batch
     window_frames: int | None = None  # longest single window; None = the model's max_len

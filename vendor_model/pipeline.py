@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .activity import speech_activity
 from .audio import AudioError, load_audio, normalize_waveform
 from .config import SAMPLE_RATE, SamplerConfig
 from .model import DiffSpeaker
@@ -128,6 +129,9 @@ def generate(
     plan = model.schedule.plan(sampler.steps, sampler.method or cfg.diffusion.sample_method, sampler.eta)
     guidance = cfg.diffusion.guidance_scale if sampler.guidance is None else sampler.guidance
     run = sample_fast if sampler.fast else sample_reference
+    frame_guidance = torch.full((num_frames,), float(guidance))  # (T,)
+    if guidance > 0 and not sampler.guide_pauses:
+        frame_guidance *= torch.from_numpy(speech_activity(waveform, cfg.fps, num_frames)).float()
 
     def window_outputs():  # generated one window at a time, so only one is held in memory
         for index, (start, end) in enumerate(windows):
@@ -145,7 +149,7 @@ def generate(
                 style=style_ids,
                 init_noise=init_noise.to(device) if init_noise is not None else noise(),
                 plan=plan,
-                guidance=guidance,
+                guidance=frame_guidance[start:end].to(device),
                 noise=noise,
                 progress=progress,
                 cancel=cancel,

@@ -44,7 +44,7 @@ class SamplingJob:
     style: torch.Tensor  # (K,) style index per take
     init_noise: torch.Tensor  # (K, T, F)
     plan: list[StepPlan]
-    guidance: float = 0.0
+    guidance: float | torch.Tensor = 0.0  # one scale, or (T,) one per frame
     noise: NoiseFn | None = None  # needed when any step has std > 0
     progress: ProgressFn | None = None
     cancel: CancelFn | None = None
@@ -56,11 +56,16 @@ class SamplingJob:
         return self.memory.shape[0]
 
     def guide(self, pred: torch.Tensor) -> torch.Tensor:
-        """Combine group predictions (G*K, ...) -> (K, ...): x0 = x0_c + s (x0_c - x0_u)."""
+        """Combine group predictions (G*K, T, ...) -> (K, T, ...): x0 = x0_c + s (x0_c - x0_u),
+        s per frame when guidance is a (T,) tensor (a per-frame scale commutes with the
+        per-frame linear head, so the fast path may guide in the latent)."""
         if self.groups == 1:
             return pred
         cond, uncond = pred.chunk(2, dim=0)
-        return cond + self.guidance * (cond - uncond)
+        scale = self.guidance
+        if isinstance(scale, torch.Tensor):
+            scale = scale.to(cond).view(1, -1, *([1] * (cond.dim() - 2)))  # (1, T, 1...)
+        return cond + scale * (cond - uncond)
 
     def fresh_noise(self, plan: StepPlan) -> torch.Tensor | None:
         if plan.std == 0.0:
