@@ -75,7 +75,7 @@ def save_bundle(bundle: ModelBundle, path: str | Path, weights_dtype: torch.dtyp
         for k, v in bundle.model.export_state_dict().items()
     }
     if bundle.template is not None:
-        tensors["template"] = torch.as_tensor(np.asarray(bundle.template, dtype=np.float32).reshape(-1, 3))
+        tensors["template"] = torch.from_numpy(np.array(bundle.template, dtype=np.float32).reshape(-1, 3))  # a copy: the head may be read-only
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
