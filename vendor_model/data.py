@@ -239,9 +239,9 @@ class SpeechMotionDataset(torch.utils.data.Dataset):
                     f"{layout.root / layout.templates} has no template for subject {subject!r} "
                     f"(it has {sorted(templates)[:8]}{' ...' if len(templates) > 8 else ''})"
                 )
-            if phone_fps is not None and not (layout.root / layout.segments_dir / f"{wav.stem}.json").is_file():
+            if phone_fps is not None and not self._segments_file(wav.stem).is_file():
                 raise FileNotFoundError(
-                    f"the phone loss needs phone timings for every clip, but {layout.root / layout.segments_dir / (wav.stem + '.json')} "
+                    f"the phone loss needs phone timings for every clip, but {self._segments_file(wav.stem)} "
                     "does not exist; set phone_loss_weight to 0 for data without them (VOCASET and BIWI have none)"
                 )
             self.entries.append((wav.stem, subject, wav, npy))
@@ -285,8 +285,11 @@ class SpeechMotionDataset(torch.utils.data.Dataset):
             phones=None if self.phone_fps is None else self._phones(stem, len(audio)),
         )
 
+    def _segments_file(self, stem: str) -> Path:
+        return self.layout.root / self.layout.segments_dir / f"{stem}.json"
+
     def _phones(self, stem: str, num_samples: int) -> np.ndarray:
-        path = self.layout.root / self.layout.segments_dir / f"{stem}.json"
+        path = self._segments_file(stem)
         try:
             segments = json.loads(path.read_text())["segments"]
             return frame_phones(segments, int(num_samples * self.phone_fps / SAMPLE_RATE) + 1, self.phone_fps)
