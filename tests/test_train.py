@@ -345,6 +345,62 @@ def test_region_weights_multiply_that_regions_squared_errors(layout, tmp_path):
         quick(tmp_path, max_steps=1, region_weights={"lips": 0.0}).validate()
 
 
+def test_lip_gap_loss_is_the_absolute_error_of_the_gap_between_lip_centres():
+    from vendor_model.model import lip_gap_loss
+
+    upper, lower = torch.tensor([0, 1]), torch.tensor([2, 3])
+    target = torch.zeros(1, 2, 4, 3)
+    pred = target.clone()
+    pred[0, 0, 2, 1], pred[0, 0, 3, 1] = 1.0, 3.0  # frame 0: the lower lip's centre 2 up
+    pred[0, 1, :2, 0] = -1.0  # frame 1: the upper lip 1 sideways
+    pred[0, 1, 0, 2] = 5.0  # ... and one of its vertices forward, the other not: its centre 2.5
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert float(lip_gap_loss(pred.flatten(2), target.flatten(2), mask, upper, lower)) == pytest.approx((2 + 1 + 2.5) / 2)
+    mask[0, 1] = False  # padded frames do not count
+    assert float(lip_gap_loss(pred.flatten(2), target.flatten(2), mask, upper, lower)) == pytest.approx(2.0)
+    moved_together = target.clone()
+    moved_together[0, :, :, 1] = 7.0  # the whole mouth moves, the gap stays
+    assert float(lip_gap_loss(moved_together.flatten(2), target.flatten(2), torch.ones(1, 2), upper, lower)) == 0.0
+
+
+def test_lip_gap_loss_settles_on_the_median_where_the_squared_loss_settles_on_the_mean():
+    # Three equally likely futures for one frame: shut, shut, 3 mm open. One prediction for all.
+    from vendor_model.model import lip_gap_loss, position_velocity_loss
+
+    upper, lower = torch.tensor([0]), torch.tensor([1])
+    targets = torch.zeros(3, 1, 2, 3)
+    targets[2, 0, 1, 1] = -3.0  # the lower lip 3 below the upper one
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    settled = {}
+    for name in ("squared", "absolute"):
+        drop = torch.zeros((), requires_grad=True)
+        optimiser = torch.optim.SGD([drop], lr=0.05)
+        for _ in range(400):
+            pred = torch.zeros(3, 1, 2, 3)
+            pred[:, 0, 1, 1] = -drop  # how far the prediction opens the mouth
+            loss = (position_velocity_loss(pred.flatten(2), targets.flatten(2), mask)["position"] if name == "squared"
+                    else lip_gap_loss(pred.flatten(2), targets.flatten(2), mask, upper, lower))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        settled[name] = drop.item()
+    assert settled["squared"] == pytest.approx(1.0, abs=0.05)  # a mouth that never shuts
+    assert abs(settled["absolute"]) < 0.1  # the closure
+
+
+def test_training_with_the_lip_gap_loss(layout, tmp_path):
+    with_seams = dataclasses.replace(layout, regions={"upper_lip_seam": (0, 1), "lower_lip_seam": (2, 3)})
+    torch.manual_seed(0)
+    train(DiffSpeaker(tiny_config()), with_seams, quick(tmp_path / "run", max_steps=3, lip_gap_loss_weight=0.5))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert len(records) == 3 and all(r["lip_gap"] > 0 for r in records)
+    assert all(r["loss"] == pytest.approx(r["position"] + r["velocity"] + 0.5 * r["lip_gap"], rel=1e-5) for r in records)
+    with pytest.raises(ValueError, match="needs the regions upper_lip_seam, lower_lip_seam.*lacks upper_lip_seam, lower_lip_seam"):
+        Trainer(tiny_config(), layout, quick(tmp_path / "bare", max_steps=1, lip_gap_loss_weight=0.5))
+    with pytest.raises(ValueError, match="lip_gap_loss_weight must be 0 or more"):
+        quick(tmp_path, max_steps=1, lip_gap_loss_weight=-1.0).validate()
+
+
 def test_config_is_checked(layout, tmp_path):
     with pytest.raises(ValueError, match="epochs or max_steps"):
         TrainConfig().validate()

@@ -44,6 +44,24 @@ def position_velocity_loss(
     return {"position": position, "velocity": velocity, "total": position + velocity}
 
 
+def lip_gap_loss(
+    pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
+) -> torch.Tensor:
+    """Mean absolute error of the lip gap: the offset of the lower lip's centre from the upper
+    lip's (x, y, z), per frame. pred, target (B, T, F); frame_mask (B, T); upper, lower: vertex ids.
+
+    An absolute error is minimised by the median of what the model cannot tell apart, a squared
+    one by the mean: where a closure is likely but not certain, the mean of "shut" and "a little
+    open" is a mouth that never shuts, the median is a closure."""
+    def gap(offsets: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, T, 3)
+        vertices = offsets.view(*offsets.shape[:2], -1, 3)
+        return vertices[:, :, lower].mean(2) - vertices[:, :, upper].mean(2)
+
+    error = (gap(pred) - gap(target)).abs().sum(-1)  # (B, T)
+    m = frame_mask.to(pred.dtype)
+    return (error * m).sum() / m.sum().clamp(min=1.0)
+
+
 class DiffSpeaker(nn.Module):
     def __init__(self, cfg: ModelConfig, encoder: SpeechEncoder | None = None):
         super().__init__()
@@ -108,6 +126,7 @@ class DiffSpeaker(nn.Module):
         timesteps: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,  # (F,) per-coordinate loss weights; None = official
         phone_head: nn.Module | None = None,  # encoder features (C) -> phone logits; None = official
+        lips: tuple[torch.Tensor, torch.Tensor] | None = None,  # (upper, lower) lip vertex ids; None = official
     ) -> dict[str, torch.Tensor]:
         """One step of the official diffusion training objective (x0 prediction).
 
@@ -117,6 +136,7 @@ class DiffSpeaker(nn.Module):
         With a phone_head, "phone" is also returned: the cross-entropy of the phone labels
         (batch.phones) predicted frame by frame from the speech encoder's output, which asks
         the encoder to say where each phone is (not part of "total"; the caller weighs it).
+        With lips, "lip_gap" is also returned (lip_gap_loss; likewise not in "total").
         """
         audio = batch.audio
         keep = torch.ones(audio.shape[0], device=audio.device, dtype=audio.dtype)
@@ -133,7 +153,10 @@ class DiffSpeaker(nn.Module):
         x_t = self.schedule.add_noise(batch.offsets * self.cfg.motion_scale, noise, timesteps)
         frame_mask = batch.frame_mask.bool()
         pred = self.denoiser(x_t, memory, timesteps, batch.style, frame_mask)
-        losses = position_velocity_loss(pred, batch.offsets * self.cfg.motion_scale, frame_mask, weights)
+        target = batch.offsets * self.cfg.motion_scale
+        losses = position_velocity_loss(pred, target, frame_mask, weights)
+        if lips is not None:
+            losses["lip_gap"] = lip_gap_loss(pred, target, frame_mask, *lips)
         if phone_head is not None:
             losses["phone"] = phone_loss(phone_head(features), batch.phones, keep.bool())
         return losses

@@ -78,6 +78,12 @@ class TrainConfig:
     # timings. It makes the encoder mark where each phone is, e.g. the frames of a p/b/m,
     # which the diffusion loss alone does not teach it. 0: official (no phone labels needed).
     phone_loss_weight: float = 0.0
+    # Weight of an absolute-error loss on the gap between the lips' centres (the data's
+    # "upper_lip_seam" and "lower_lip_seam" regions), in offset units x motion_scale (mm for
+    # the default head). The squared position loss settles on the mean of likely mouths, which
+    # for a probable p/b/m is a mouth left a little open; this one pulls it to the median, the
+    # closure. 0: official.
+    lip_gap_loss_weight: float = 0.0
     checkpoint_every: int | None = 1000  # steps; a final checkpoint is always written
     out_dir: str = "runs/train"
     num_workers: int = 0
@@ -92,8 +98,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.region_weights is not None and any(not float(w) > 0 for w in self.region_weights.values()):
             raise ValueError(f"region_weights must be positive, got {self.region_weights}")
-        if not self.phone_loss_weight >= 0.0:
-            raise ValueError(f"phone_loss_weight must be 0 or more, got {self.phone_loss_weight}")
+        for name in ("phone_loss_weight", "lip_gap_loss_weight"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0.0 <= self.audio_drop_prob <= 1.0:
             raise ValueError(f"audio_drop_prob must be in [0, 1], got {self.audio_drop_prob}")
         if self.lr <= 0 or self.weight_decay < 0 or self.num_workers < 0:
@@ -121,16 +128,21 @@ class _LossModule(nn.Module):
     Holds the training-only phone head (not part of the model or its checkpoint)."""
 
     def __init__(self, model: DiffSpeaker, audio_drop_prob: float, weights: torch.Tensor | None,
-                 phone_head: nn.Module | None, phone_weight: float):
+                 phone_head: nn.Module | None, phone_weight: float,
+                 lips: tuple[torch.Tensor, torch.Tensor] | None, lip_gap_weight: float):
         super().__init__()
         self.model, self.audio_drop_prob = model, audio_drop_prob
         self.phone_head, self.phone_weight = phone_head, phone_weight
+        self.lips, self.lip_gap_weight = lips, lip_gap_weight
         self.register_buffer("weights", weights, persistent=False)
 
     def forward(self, batch: TrainingBatch) -> dict[str, torch.Tensor]:
-        losses = self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob, weights=self.weights, phone_head=self.phone_head)
+        losses = self.model.training_loss(batch, audio_drop_prob=self.audio_drop_prob, weights=self.weights,
+                                          phone_head=self.phone_head, lips=self.lips)
         if self.phone_head is not None:
             losses["total"] = losses["total"] + self.phone_weight * losses["phone"]
+        if self.lips is not None:
+            losses["total"] = losses["total"] + self.lip_gap_weight * losses["lip_gap"]
         return losses
 
 
@@ -248,7 +260,8 @@ class Trainer:
             self._restore(state)
         self.out_dir = Path(cfg.out_dir)
         self._val_data: SpeechMotionDataset | None | bool = False  # False = not loaded yet
-        net = _LossModule(self.model, cfg.audio_drop_prob, self._loss_weights(), self.phone_head, cfg.phone_loss_weight)
+        net = _LossModule(self.model, cfg.audio_drop_prob, self._loss_weights(), self.phone_head, cfg.phone_loss_weight,
+                          self._lip_seams(), cfg.lip_gap_loss_weight)
         if self.world > 1:  # last, so that nothing after starting the group can fail
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo", rank=self.rank, world_size=self.world)
@@ -276,6 +289,17 @@ class Trainer:
             index = torch.tensor(self.layout.regions[name], dtype=torch.long)
             weights[index] = torch.maximum(weights[index], torch.tensor(float(weight)))
         return weights.repeat_interleave(3).to(self.device)  # x, y, z of each vertex
+
+    def _lip_seams(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(upper, lower) vertex ids of the lips' meeting contour for the lip gap loss, or None."""
+        if not self.cfg.lip_gap_loss_weight:
+            return None
+        names = ("upper_lip_seam", "lower_lip_seam")
+        missing = [name for name in names if not self.layout.regions.get(name)]
+        if missing:
+            raise ValueError(f"lip_gap_loss_weight needs the regions {', '.join(names)} in the data's dataset.json "
+                             f"(the vertices where the lips meet); it lacks {', '.join(missing)}. Add them, or set the weight to 0")
+        return tuple(torch.tensor(self.layout.regions[name], dtype=torch.long, device=self.device) for name in names)
 
     def _check_fits(self) -> None:
         mcfg, layout = self.model.cfg, self.layout
@@ -370,7 +394,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _log_window(self, window: list[dict[str, float]], seconds: float) -> None:
-        keys = list(window[0])  # total, position, velocity[, phone]
+        keys = list(window[0])  # total, position, velocity[, phone][, lip_gap]
         mean = {k: float(np.mean([w[k] for w in window])) for k in keys}
         if self.world > 1:  # average over processes
             values = torch.tensor([mean[k] for k in keys], dtype=torch.float64, device=self.device)
