@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vendor_model.checkpoint import (
-    ModelBundle, grow, import_official, infer_encoder_config, load_any, load_bundle, save_bundle,
+    ModelBundle, import_official, infer_encoder_config, load_any, load_bundle, save_bundle,
 )
-from vendor_model.config import EncoderConfig, SamplerConfig
+from vendor_model.config import SamplerConfig
 from vendor_model.pipeline import generate
 
 from .conftest import TINY_ENCODER, speech_like, tiny_model
@@ -155,31 +155,3 @@ def test_half_precision_files_are_half_the_size_and_load_as_float32(tmp_path):
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     for key, value in model.export_state_dict().items():
         torch.testing.assert_close(loaded.export_state_dict()[key], value.half().float(), rtol=0, atol=0)
-
-
-# ---- growing a trained model ----------------------------------------------------------------
-
-
-def _deeper_encoder(cfg, layers: int):
-    import dataclasses
-
-    return dataclasses.replace(cfg, encoder=EncoderConfig(hf_config={**TINY_ENCODER, "num_hidden_layers": layers}))
-
-
-def test_grow_keeps_every_trained_weight_and_adds_fresh_parts():
-    small = ModelBundle(tiny_model(seed=3), np.zeros((20, 3), np.float32), ("a", "b", "c"), {"step": 5})
-    grown = grow(small, _deeper_encoder(small.cfg, 3))
-    old, new = small.model.state_dict(), grown.model.state_dict()
-    assert all(torch.equal(new[k], v) for k, v in old.items())
-    assert any(k.startswith("audio_encoder.") and ".layers.2." in k for k in set(new) - set(old))
-    assert grown.style_names == ("a", "b", "c") and grown.info == {"step": 5} and grown.template is small.template
-
-
-def test_grow_refuses_a_config_that_drops_or_reshapes_weights():
-    import dataclasses
-
-    small = ModelBundle(tiny_model(), None, ("a", "b", "c"))
-    with pytest.raises(ValueError, match="reshapes .*Train a new model"):
-        grow(small, dataclasses.replace(small.cfg, latent_dim=64))
-    with pytest.raises(ValueError, match="drops "):
-        grow(small, _deeper_encoder(small.cfg, 1))

@@ -50,12 +50,6 @@ def _hama(seed: int = 0, **overrides) -> PhonemePosteriorEncoder:
     return build_encoder(hama_encoder_config(**{"hidden_size": 32, "layers": 2, **overrides})).eval()
 
 
-def _hama_with_bands(seed: int = 0) -> PhonemePosteriorEncoder:
-    encoder = _hama(seed, mel_bands=8)
-    torch.nn.init.normal_(encoder.mel_proj.weight, std=0.1)  # zero at initialisation
-    return encoder
-
-
 def _run(encoder, waveform, mask=None):
     with torch.no_grad():
         return encoder(waveform, mask)
@@ -80,8 +74,7 @@ def test_registered_kinds_and_complete_configs():
     cfg = logmel_encoder_config(hidden_size=128)
     assert cfg.kind == "logmel" and cfg.feature_dim == 128
     assert set(cfg.hf_config) == {"hidden_size", "layers", "kernel", "dropout", "n_mels", "mel_scale", "top_db", "spec_augment"}
-    assert set(hama_encoder_config().hf_config) == {"hidden_size", "layers", "kernel", "dropout", "n_classes", "input_rms", "mel_bands"}
-    assert hama_encoder_config().hf_config["mel_bands"] == 0  # posteriors only unless asked
+    assert set(hama_encoder_config().hf_config) == {"hidden_size", "layers", "kernel", "dropout", "n_classes", "input_rms"}
 
 
 def test_bad_settings_are_refused_with_the_helper_named():
@@ -135,7 +128,7 @@ def test_the_normalised_log_mel_ignores_loudness():
 # ---- shapes and padding ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [_logmel, pytest.param(_hama, marks=needs_hama), pytest.param(_hama_with_bands, marks=needs_hama)])
+@pytest.mark.parametrize("make", [_logmel, pytest.param(_hama, marks=needs_hama)])
 def test_shapes_follow_num_features(make):
     encoder = make()
     assert encoder.feature_fps == 50 and encoder.feature_dim == 32
@@ -151,7 +144,7 @@ def test_num_features_matches_hamas_own_frame_count():
         assert frontends.hama_log_posteriors(np.zeros(n, np.float32)).shape == (n // 320 + 1, 191)
 
 
-@pytest.mark.parametrize("make", [_logmel, pytest.param(_hama, marks=needs_hama), pytest.param(_hama_with_bands, marks=needs_hama)])
+@pytest.mark.parametrize("make", [_logmel, pytest.param(_hama, marks=needs_hama)])
 def test_padding_is_masked_out(make):
     encoder = make()
     long_clip, short_clip = speech_like(0.8, seed=3), speech_like(0.45, seed=4)
@@ -197,27 +190,6 @@ def test_the_log_mel_encoder_trains_inside_diffspeaker():
                           frame_mask=torch.ones(2, 30), style=torch.tensor([0, 2]))
     model.training_loss(batch)["total"].backward()
     assert model.audio_encoder.conv_in.weight.grad.abs().sum() > 0
-
-
-def test_pairs_of_100_fps_frames_average_to_50_fps():
-    x = torch.tensor([[[1.0, 3.0, 5.0, 7.0, 9.0]]])  # (B=1, C=1, T=5): 640 samples give 5 frames
-    torch.testing.assert_close(frontends._pairs_mean(x, torch.tensor([640])), torch.tensor([[[2.0], [6.0], [9.0]]]))
-    # 480 samples have 4 real frames: the 5th is padding and must not dilute the 3rd pair
-    torch.testing.assert_close(frontends._pairs_mean(x, torch.tensor([480])), torch.tensor([[[2.0], [6.0], [0.0]]]))
-    torch.testing.assert_close(frontends._pairs_mean(x[..., :4], torch.tensor([480])), torch.tensor([[[2.0], [6.0]]]))
-
-
-@needs_hama
-def test_mel_bands_start_silent_and_then_add_what_the_spectrum_shows():
-    plain, banded = _hama(0), _hama(0, mel_bands=8)
-    banded.load_state_dict({**banded.state_dict(), **plain.state_dict()})  # the same shared weights
-    x = torch.from_numpy(speech_like(1.0, seed=9))[None]
-    torch.testing.assert_close(_run(banded, x), _run(plain, x))  # zero-initialised: nothing changes yet
-    torch.nn.init.normal_(banded.mel_proj.weight, std=0.5)
-    assert not torch.allclose(_run(banded, x), _run(plain, x))
-    torch.testing.assert_close(_run(banded, 0.1 * x), _run(banded, x), atol=1e-4, rtol=0)  # bands ignore loudness
-    with pytest.raises(ValueError, match="mel_bands must be a non-negative integer"):
-        _hama(mel_bands=-1)
 
 
 # ---- weights and checkpoints ----------------------------------------------------------------

@@ -481,15 +481,6 @@ def test_cli_train_end_to_end(data_dir, tmp_path, capsys):
 
     assert main(["train", "--data", str(data_dir), "--init", str(out / "step-0000005.safetensors"), "--steps", "1", "--out", str(tmp_path / "ft"), "--device", "cpu"]) == 0
     assert load_bundle(tmp_path / "ft" / "step-0000001.safetensors").info["origin"].startswith("fine-tuned from a model trained 5 steps")
-    bigger = tmp_path / "bigger.json"  # --init with a model section grows the model, keeping its weights
-    bigger.write_text(json.dumps({"model": {"encoder": {"hf_config": {**TINY_ENCODER, "num_hidden_layers": 3}}}}))
-    assert main(["train", "--data", str(data_dir), "--init", str(out / "step-0000005.safetensors"), "--config", str(bigger),
-                 "--steps", "1", "--out", str(tmp_path / "grown"), "--device", "cpu"]) == 0
-    assert load_bundle(tmp_path / "grown" / "step-0000001.safetensors").cfg.encoder.hf_config["num_hidden_layers"] == 3
-    bigger.write_text(json.dumps({"model": {"latent_dim": 2 * tiny.latent_dim}}))
-    assert main(["train", "--data", str(data_dir), "--init", str(out / "step-0000005.safetensors"), "--config", str(bigger),
-                 "--steps", "1", "--out", str(tmp_path / "grown"), "--device", "cpu"]) == 2
-    assert "Train a new model instead" in capsys.readouterr().err
 
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
     assert "data folder not found" in capsys.readouterr().err

@@ -132,25 +132,6 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     )
 
 
-def grow(bundle: ModelBundle, cfg: ModelConfig) -> ModelBundle:
-    """`bundle`'s model rebuilt with `cfg`, a config that only adds parts (say, an input of
-    the speech encoder): every weight the two share is copied and the new ones keep their
-    initial values. For fine-tuning a trained model into a larger one (`train --init MODEL
-    --config C` with a "model" section)."""
-    model = DiffSpeaker(cfg)
-    old, new = bundle.model.state_dict(), model.state_dict()
-    removed = sorted(set(old) - set(new))
-    reshaped = sorted(k for k in set(old) & set(new) if old[k].shape != new[k].shape)
-    if removed or reshaped:
-        details = [f"drops {k}" for k in removed[:5]] + [f"reshapes {k} {tuple(old[k].shape)} -> {tuple(new[k].shape)}" for k in reshaped[:5]]
-        raise ValueError("the new model configuration must keep every weight of the model it grows from, but it "
-                         + "; ".join(details) + ". Train a new model instead (no --init).")
-    model.load_state_dict({**new, **old})
-    if cfg.num_styles != bundle.cfg.num_styles:
-        raise ValueError(f"the new model configuration has {cfg.num_styles} styles, the model {bundle.cfg.num_styles}")
-    return ModelBundle(model=model, template=bundle.template, style_names=bundle.style_names, info=dict(bundle.info))
-
-
 # ---- official checkpoints -----------------------------------------------------------------
 
 

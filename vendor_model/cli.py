@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
     import dataclasses
     import os
 
-    from .checkpoint import grow, load_bundle
+    from .checkpoint import load_bundle
     from .config import ModelConfig, preset
     from .data import load_layout
     from .model import DiffSpeaker
@@ -149,15 +149,12 @@ def cmd_train(args) -> int:
     options.update({k: v for k, v in flags.items() if v is not None})
     train_cfg = TrainConfig.from_dict(options)
     starts = [name for name, given in (("--resume", args.resume), ("--init", args.init), ("--preset", args.preset)) if given]
-    if len(starts) > 1 or (overrides.get("model") and args.resume) or (args.encoder and (args.resume or args.init)):
-        raise ValueError("start from one of: --preset (with optional model overrides and --encoder), --init "
-                         "(with optional model overrides that add parts) or --resume")
+    if len(starts) > 1 or (overrides.get("model") and (args.resume or args.init)) or (args.encoder and (args.resume or args.init)):
+        raise ValueError("start from one of: --preset (with optional model overrides and --encoder), --init or --resume")
     if args.resume:
         model = None
     elif args.init:
         model = load_bundle(args.init)
-        if overrides.get("model"):
-            model = grow(model, ModelConfig.from_dict({**model.cfg.to_dict(), **overrides["model"]}))
     else:
         base = config_for_data(preset(args.preset or ("biwi" if layout.name == "biwi" else "vocaset")), layout)
         model_cfg = ModelConfig.from_dict({**base.to_dict(), **overrides.get("model", {})})
@@ -218,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="subjects, splits and frame rate (auto = the folder's dataset.json)")
     start = trn.add_mutually_exclusive_group()
     start.add_argument("--preset", choices=["vocaset", "biwi"], help="new model from an official architecture (default: from the layout)")
-    start.add_argument("--init", help="fine-tune this .safetensors model (a --config \"model\" section may add parts to it)")
+    start.add_argument("--init", help="fine-tune this .safetensors model")
     trn.add_argument("--encoder", help="local transformers wav2vec2/hubert folder to start the speech encoder from")
     trn.add_argument("--config", help='JSON file {"model": {ModelConfig fields}, "train": {TrainConfig fields}}')
     trn.add_argument("--steps", type=int, help="optimiser steps")

@@ -10,8 +10,7 @@ pipeline (interpolation to the motion rate, cross-attention) is unchanged:
   conv (100 fps) -> strided conv (50 fps) -> `layers` residual depthwise-conv blocks.
 * `PhonemePosteriorEncoder` (kind "hama"): frame-level phoneme log-posteriors of the
   pretrained `hama` phoneme recogniser (frozen, numpy, CPU, float32; 191 CTC classes
-  at 50 fps), optionally with a few coarse log-mel bands, then a trainable
-  LayerNorm -> linear -> the same residual blocks.
+  at 50 fps), then a trainable LayerNorm -> linear -> the same residual blocks.
   `hama` is imported lazily; it has no Windows build.
 
 Both read their architecture from `EncoderConfig.hf_config` (the name is kept for
@@ -32,12 +31,6 @@ compatibility with the wav2vec2 encoders); build a complete one with
     n_classes     width of hama's posterior output                        (191)
     input_rms     the (unit-variance) waveform is scaled to this RMS and clipped
                   to [-1, 1] before hama, which is level-sensitive        (0.05)
-    mel_bands     also feed this many normalised log-mel bands (pairs of 10 ms
-                  frames averaged to 50 fps) beside the posteriors: CTC posteriors
-                  spike somewhere in or after a phone, while the spectrum shows
-                  exactly when the lips shut (a nasal murmur's or a stop's dip).
-                  0 = posteriors only. The bands' projection starts at zero, so
-                  adding them to a trained model leaves its output unchanged  (0)
 
 Padding: `attention_mask` (B, S) marks real samples (1) as a prefix of each row; the
 features of a padded row equal those of the unpadded clip, and frames past a row's
@@ -92,7 +85,7 @@ _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 10, "time_masks": 2, "t
 LOGMEL_DEFAULTS: dict[str, Any] = {
     **_COMMON_DEFAULTS, "n_mels": 80, "mel_scale": "slaney", "top_db": 80.0, "spec_augment": dict(_SPEC_AUGMENT_DEFAULTS),
 }
-HAMA_DEFAULTS: dict[str, Any] = {**_COMMON_DEFAULTS, "n_classes": 191, "input_rms": 0.05, "mel_bands": 0}
+HAMA_DEFAULTS: dict[str, Any] = {**_COMMON_DEFAULTS, "n_classes": 191, "input_rms": 0.05}
 
 
 def logmel_encoder_config(**overrides: Any) -> EncoderConfig:
@@ -234,36 +227,6 @@ def log_mel_spectrogram(
     return torch.log(mel.clamp_min(1e-10))
 
 
-def normalised_log_mel(
-    waveform: torch.Tensor, attention_mask: torch.Tensor | None, filterbank: np.ndarray, top_db: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S) waveform -> (log-mel (B, n_mels, S // 160 + 1) with each band's mean and
-    variance over the row's real frames removed, padded frames 0; (B,) real-sample counts).
-    Loudness-independent: a gain only shifts a band's log power, which the mean removes."""
-    lengths = _lengths(waveform, attention_mask)
-    x = waveform.float()
-    if attention_mask is not None:
-        x = x * attention_mask.to(x.dtype)
-    logmel = log_mel_spectrogram(x, lengths, filterbank, top_db)
-    valid = _time_mask(_frames(lengths, HOP_LENGTH), logmel.shape[-1])[:, None]  # (B, 1, T)
-    count = valid.sum(-1, keepdim=True).clamp_min(1.0)
-    mean = (logmel * valid).sum(-1, keepdim=True) / count
-    var = (((logmel - mean) * valid) ** 2).sum(-1, keepdim=True) / count
-    return (logmel - mean) * torch.rsqrt(var + 1e-5) * valid, lengths
-
-
-def _pairs_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, C, T) frames at 100 fps of rows with `lengths` real samples -> (B, ceil(T / 2), C)
-    at 50 fps: the mean of each pair of real frames (a lone last frame is its own mean), so
-    a padded row gets the same frames as the clip alone."""
-    valid = _time_mask(_frames(lengths, HOP_LENGTH), x.shape[-1])[:, None]  # (B, 1, T)
-    if x.shape[-1] % 2:
-        x, valid = F.pad(x, (0, 1)), F.pad(valid, (0, 1))
-    total = (x * valid).unflatten(-1, (-1, 2)).sum(-1)
-    count = valid.unflatten(-1, (-1, 2)).sum(-1).clamp_min(1.0)
-    return (total / count).transpose(1, 2)
-
-
 # ---- trainable part -------------------------------------------------------------------------
 
 
@@ -358,7 +321,16 @@ class LogMelEncoder(_FrontEnd, SpeechEncoder):
     def features(self, waveform: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised log-mel (B, n_mels, S // 160 + 1) with padded frames zeroed, and
         the (B,) real-sample counts. Spec-augment is applied in training mode."""
-        normed, lengths = normalised_log_mel(waveform, attention_mask, self._filterbank, self.hp["top_db"])
+        lengths = _lengths(waveform, attention_mask)
+        x = waveform.float()
+        if attention_mask is not None:
+            x = x * attention_mask.to(x.dtype)
+        logmel = log_mel_spectrogram(x, lengths, self._filterbank, self.hp["top_db"])
+        valid = _time_mask(_frames(lengths, HOP_LENGTH), logmel.shape[-1])[:, None]  # (B, 1, T)
+        count = valid.sum(-1, keepdim=True).clamp_min(1.0)
+        mean = (logmel * valid).sum(-1, keepdim=True) / count
+        var = (((logmel - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+        normed = (logmel - mean) * torch.rsqrt(var + 1e-5) * valid
         if self.training and self.spec_augment:
             normed = self._augment(normed, _frames(lengths, HOP_LENGTH))
         return normed, lengths
@@ -504,8 +476,7 @@ def hama_log_posteriors(samples: np.ndarray) -> np.ndarray:
 
 
 class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
-    """hama CTC log-posteriors (frozen, 50 fps) -> LayerNorm -> linear (+ linear of
-    `mel_bands` log-mel bands) -> residual blocks."""
+    """hama CTC log-posteriors (frozen, 50 fps) -> LayerNorm -> linear -> residual blocks."""
 
     feature_fps = 50.0
 
@@ -518,15 +489,6 @@ class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
         n_classes, hidden = int(self.hp["n_classes"]), self.feature_dim
         self.norm_in = nn.LayerNorm(n_classes)
         self.proj = nn.Linear(n_classes, hidden)
-        bands = self.hp["mel_bands"]
-        if not isinstance(bands, int) or isinstance(bands, bool) or bands < 0:
-            raise ValueError(f"hama encoder setting mel_bands must be a non-negative integer, got {bands!r}")
-        self.mel_proj: nn.Linear | None = None
-        if bands:
-            self._filterbank = mel_filterbank(bands).astype(np.float32)
-            self.mel_proj = nn.Linear(bands, hidden)
-            nn.init.zeros_(self.mel_proj.weight)  # a model grown from a posteriors-only one starts unchanged
-            nn.init.zeros_(self.mel_proj.bias)
         self._build_trunk(hidden)
 
     def posteriors(self, waveform: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -560,9 +522,6 @@ class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
             post, frames = self.posteriors(waveform, attention_mask)
         dtype, device = self.proj.weight.dtype, self.proj.weight.device
         mask = _time_mask(frames, post.shape[1]).to(device=device, dtype=dtype)[..., None]
-        h = self.proj(self.norm_in(post.to(device=device, dtype=dtype)))  # (B, Ta, C)
-        if self.mel_proj is not None:
-            mel, lengths = normalised_log_mel(waveform, attention_mask, self._filterbank, LOGMEL_DEFAULTS["top_db"])
-            h = h + self.mel_proj(_pairs_mean(mel, lengths).to(device=device, dtype=dtype))
-        h = F.gelu(h * mask)
+        h = self.proj(self.norm_in(post.to(device=device, dtype=dtype))) * mask
+        h = F.gelu(h)
         return self._trunk(h, mask)
