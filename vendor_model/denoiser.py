@@ -98,16 +98,19 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
-def attention_biases(num_frames: int, num_heads: int, period: int, frame_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Additive biases for self- and cross-attention, condition columns first.
+def attention_biases(num_frames: int, num_heads: int, period: int, frame_mask: torch.Tensor | None = None,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Additive biases for self- and cross-attention, condition columns first, on `device`
+    (default: frame_mask's, else the CPU).
 
     frame_mask (N, T) bool, True = real frame; None = no padding.
     Returns self_bias (N|1, H, T, T+2) and cross_bias (N|1, 1, T, T+2).
     """
+    device = device if device is not None else (frame_mask.device if frame_mask is not None else None)
     blocked = float("-inf")
-    self_bias = F.pad(period_bias(num_frames, num_heads, period), (2, 0)).unsqueeze(0)  # (1, H, T, T+2)
-    blocked_audio = F.pad(alignment_mask(num_frames), (2, 0), value=False)  # (T, T+2)
-    cross_bias = torch.zeros(blocked_audio.shape).masked_fill(blocked_audio, blocked)[None, None]  # (1, 1, T, T+2)
+    self_bias = F.pad(period_bias(num_frames, num_heads, period), (2, 0)).unsqueeze(0).to(device)  # (1, H, T, T+2)
+    blocked_audio = F.pad(alignment_mask(num_frames), (2, 0), value=False).to(device)  # (T, T+2)
+    cross_bias = torch.zeros(blocked_audio.shape, device=device).masked_fill(blocked_audio, blocked)[None, None]  # (1, 1, T, T+2)
     if frame_mask is not None:
         padded_keys = F.pad(~frame_mask, (2, 0), value=False)[:, None, None, :]  # (N, 1, 1, T+2)
         self_bias = self_bias.masked_fill(padded_keys, blocked)
@@ -149,7 +152,8 @@ class Denoiser(nn.Module):
         return list(tokens.split(self.cfg.latent_dim, dim=-1))
 
     def positional(self, num_frames: int) -> torch.Tensor:
-        return periodic_encoding(num_frames, self.cfg.latent_dim, self.cfg.period)  # (T, d)
+        """(T, d) on the denoiser's device."""
+        return periodic_encoding(num_frames, self.cfg.latent_dim, self.cfg.period).to(self.vertice_map.weight.device)
 
     def forward(
         self,
@@ -161,7 +165,7 @@ class Denoiser(nn.Module):
     ) -> torch.Tensor:  # (N, T, F) predicted clean offsets
         num_frames = x_t.shape[1]
         x = self.embed_dropout(self.vertice_map(x_t) + self.positional(num_frames))
-        self_bias, cross_bias = attention_biases(num_frames, self.cfg.num_heads, self.cfg.period, frame_mask)
+        self_bias, cross_bias = attention_biases(num_frames, self.cfg.num_heads, self.cfg.period, frame_mask, x_t.device)
         for layer, cond in zip(self.transformer_decoder.layers, self.condition_tokens(timesteps, style)):
             x = layer.self_attention_block(x, cond, self_bias)
             x = layer.cross_attention_block(x, cond, memory, cross_bias)

@@ -58,7 +58,7 @@ def timestep_features(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal diffusion-step features, cos half first (diffusers flip_sin_to_cos,
     downscale_freq_shift=0). timesteps (N,) -> (N, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
     angles = timesteps.to(torch.float32).unsqueeze(1) * freqs.unsqueeze(0)  # (N, half)
     features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
     if dim % 2:

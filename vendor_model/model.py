@@ -172,6 +172,7 @@ def phone_loss(logits: torch.Tensor, phones: torch.Tensor | None, keep: torch.Te
     width = min(labels.shape[1], phones.shape[1])
     labels[:, :width] = phones[:, :width]
     labels[~keep] = IGNORE
-    if not (labels != IGNORE).any():  # e.g. every clip dropped: nothing to learn, but keep the graph
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE)
+    # The mean over labelled frames, written without a data-dependent branch (no device sync);
+    # a batch whose clips were all dropped gives 0 and keeps the graph.
+    total = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="sum")
+    return total / (labels != IGNORE).sum().clamp(min=1)

@@ -178,7 +178,7 @@ def sample_fast(denoiser: Denoiser, job: SamplingJob) -> torch.Tensor:
     layers = denoiser.transformer_decoder.layers
     style_tokens = denoiser.obj_vector(job.style).split(d, dim=-1)  # L x (K, d)
     cross = [_FoldedCrossAttention(layer, job.memory, s) for layer, s in zip(layers, style_tokens)]
-    self_bias, _ = attention_biases(num_frames, cfg.num_heads, cfg.period)
+    self_bias, _ = attention_biases(num_frames, cfg.num_heads, cfg.period, device=job.memory.device)
     pe = denoiser.positional(num_frames)
 
     z = F.linear(job.init_noise, w_in, b_in)  # (K, T, d) latent of the current sample
