@@ -123,6 +123,19 @@ def _check_same_model(cfg, model_section: dict, config_path) -> None:
                          "a resume continues that model (drop the \"model\" section, or start a new run)")
 
 
+def _read_configs(paths: list[str]) -> dict:
+    """{"model": ..., "train": ...} from the --config files; a later file's keys replace an
+    earlier one's, section by section."""
+    merged: dict = {}
+    for path in paths:
+        spec = json.loads(Path(path).read_text())
+        if not isinstance(spec, dict) or set(spec) - {"model", "train"}:
+            raise ValueError(f"{path}: expected a JSON object with the sections \"model\" and/or \"train\"")
+        for section, values in spec.items():
+            merged[section] = {**merged.get(section, {}), **values}
+    return merged
+
+
 def cmd_train(args) -> int:
     import dataclasses
     import os
@@ -134,15 +147,13 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, config_for_data, read_train_state, saved_train_options, train
 
     layout = load_layout(args.data, args.layout)
-    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
-    if not isinstance(overrides, dict) or set(overrides) - {"model", "train"}:
-        raise ValueError(f"{args.config}: expected a JSON object with the sections \"model\" and/or \"train\"")
+    overrides = _read_configs(args.config or [])
     options: dict = {}
     state = None
     if args.resume:  # the run keeps its own options; the config file and flags override them
         state = read_train_state(args.resume)
         options = saved_train_options(state)
-        _check_same_model(state["bundle"].cfg, overrides.get("model") or {}, args.config)
+        _check_same_model(state["bundle"].cfg, overrides.get("model") or {}, " + ".join(args.config or []))
         overrides = {"train": overrides.get("train", {})}  # the same model: nothing left to apply
     options.update(overrides.get("train", {}))
     flags = dict(max_steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, audio_drop_prob=args.audio_drop, out_dir=args.out, device=args.device)
@@ -217,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--preset", choices=["vocaset", "biwi"], help="new model from an official architecture (default: from the layout)")
     start.add_argument("--init", help="fine-tune this .safetensors model")
     trn.add_argument("--encoder", help="local transformers wav2vec2/hubert folder to start the speech encoder from")
-    trn.add_argument("--config", help='JSON file {"model": {ModelConfig fields}, "train": {TrainConfig fields}}')
+    trn.add_argument("--config", action="append", help='JSON file {"model": {ModelConfig fields}, "train": {TrainConfig fields}}; '
+                     "repeat it to combine files (a later file's keys win)")
     trn.add_argument("--steps", type=int, help="optimiser steps")
     trn.add_argument("--epochs", type=int, help="epochs (whichever of --steps/--epochs ends first)")
     trn.add_argument("--batch-size", type=int, help="clips per step and process (default 32)")

@@ -100,13 +100,11 @@ class TimestepEmbedding(nn.Module):
 
 def attention_biases(num_frames: int, num_heads: int, period: int, frame_mask: torch.Tensor | None = None,
                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Additive biases for self- and cross-attention, condition columns first, on `device`
-    (default: frame_mask's, else the CPU).
+    """Additive biases for self- and cross-attention, condition columns first, on `device`.
 
     frame_mask (N, T) bool, True = real frame; None = no padding.
     Returns self_bias (N|1, H, T, T+2) and cross_bias (N|1, 1, T, T+2).
     """
-    device = device if device is not None else (frame_mask.device if frame_mask is not None else None)
     blocked = float("-inf")
     self_bias = F.pad(period_bias(num_frames, num_heads, period), (2, 0)).unsqueeze(0).to(device)  # (1, H, T, T+2)
     blocked_audio = F.pad(alignment_mask(num_frames), (2, 0), value=False).to(device)  # (T, T+2)
