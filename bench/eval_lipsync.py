@@ -5,7 +5,9 @@
     .venv/bin/python bench/eval_lipsync.py --demo-random --clips cards-001 --steps 2   # plumbing only
     .venv/bin/python bench/eval_lipsync.py --ground-truth --heldout data/synth600       # the rig's own score
 
-For every clip of bench/real_speech_clips.py the model generates one take; the mouth opening
+For every clip of bench/real_speech_clips.py the model generates one take, with the p/b/m lip
+closure step the add-on applies where the model supports it (vendor_model/lip_closure.py;
+--no-lip-closure scores the model's raw motion); the mouth opening
 (lower-lip centre to upper-lip centre, minus the template's) is then compared with the phone
 alignment (out/real_speech/alignments.json when present, otherwise aligned on the fly):
 
@@ -34,6 +36,7 @@ project's head in memory: its numbers are meaningless; it exercises the whole pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -215,16 +218,18 @@ def score_motion(offsets: np.ndarray, fps: float, audio: np.ndarray, segments: l
 
 
 def score_clip(bundle, clip: Clip, segments: list[PhoneSegment], upper: np.ndarray, lower: np.ndarray,
-               sampler: SamplerConfig, style: int, device: str, thresholds: Thresholds = Thresholds()) -> dict:
+               sampler: SamplerConfig, style: int, device: str, thresholds: Thresholds = Thresholds(),
+               lip_closure=None) -> dict:
     from vendor_model.pipeline import generate
 
     audio = clip.audio()  # (S,) float32 at 16 kHz
     started = time.perf_counter()
     result = generate(bundle.model, audio, sample_rate=SAMPLE_RATE, style=style, sampler=sampler,
-                      template=bundle.template, device=device)
+                      template=bundle.template, device=device, lip_closure=lip_closure)
     seconds = time.perf_counter() - started
     scores = score_motion(result.offsets[0], result.fps, audio, segments, bundle.template, upper, lower, thresholds)
-    return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": seconds, **scores}
+    return {"clip": clip.name, "duration_s": len(audio) / SAMPLE_RATE, "generate_s": seconds,
+            "lip_closures": result.lip_closures[0] if result.lip_closures else 0, **scores}
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -275,6 +280,17 @@ def _json_safe(value):
     return value
 
 
+def lip_closure_step(args, bundle, upper: np.ndarray, lower: np.ndarray):
+    """The model's p/b/m lip closure (what the add-on applies), on the lip rows being scored;
+    None with --no-lip-closure or where the model cannot have one (no phoneme front-end)."""
+    if args.no_lip_closure:
+        return None
+    regions = {"upper_lip_seam": upper.tolist(), "lower_lip_seam": lower.tolist()}
+    closure = dataclasses.replace(bundle, info={**bundle.info, "regions": regions}).lip_closure()
+    print(f"lip closure: {'on' if closure else 'not available for this model (needs the hama front-end)'}")
+    return closure
+
+
 def sampler_config(args) -> SamplerConfig:
     """One take per clip, as the command line asks."""
     return SamplerConfig(steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance,
@@ -294,17 +310,20 @@ def heldout_report(args, label: str, bundle) -> dict:
     n_vertices = bundle.cfg.n_vertices if bundle is not None else len(templates[clips[0].style])
     upper, lower = lip_regions(info, args.lips_upper, args.lips_lower, n_vertices)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
+    closure = None
     if bundle is None:
         rows = [score_ground_truth(c, templates[c.style], spec["fps"], upper, lower, thresholds) for c in clips]
     else:
-        sampler = sampler_config(args)
-        rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds)
+        sampler, closure = sampler_config(args), lip_closure_step(args, bundle, upper, lower)
+        rows = [score_clip(bundle, c, c.segments(), upper, lower, sampler, bundle.style_index(c.style), args.device, thresholds,
+                           closure)
                 for c in clips]
     summary = pooled(rows)
     print_table(rows, summary)
     output = args.output or ROOT / "out" / "eval_lipsync" / f"{label}-heldout.json"
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": label, "heldout": str(args.heldout), "clips": rows, "summary": summary}
+    report = {"model": label, "heldout": str(args.heldout), "lip_closure": repr(closure) if closure else None,
+              "clips": rows, "summary": summary}
     output.write_text(json.dumps(_json_safe(report), indent=1))
     print(f"wrote {output}")
     return report
@@ -329,6 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guidance", type=float, help="audio-free guidance scale (default: the model's own)")
     parser.add_argument("--guide-pauses", action="store_true", help="guide the clip's pauses too, as the official code does "
                         "(default: guidance fades out where the clip is silent)")
+    parser.add_argument("--no-lip-closure", action="store_true", help="score the model's own motion, without the p/b/m "
+                        "lip closure step the add-on applies (vendor_model/lip_closure.py)")
     parser.add_argument("--style", default="0", help="style index or name")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--closure-mm", type=float, default=metrics.CLOSURE_THRESHOLD_M * 1000)
@@ -369,7 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = sampler_config(args)
     style = bundle.style_index(args.style)
     thresholds = Thresholds(args.closure_mm / 1000, args.open_mm / 1000, args.rest_mm / 1000)
-    rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds)
+    closure = lip_closure_step(args, bundle, upper, lower)
+    rows = [score_clip(bundle, c, clip_segments(c, cached), upper, lower, sampler, style, args.device, thresholds, closure)
             for c in clips]
     summary = pooled(rows)
     if args.demo_random:
@@ -379,6 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": label,
         "info_note": bundle.info.get("note"),
+        "lip_closure": repr(closure) if closure else None,
         "sampler": {"steps": args.steps, "eta": args.eta, "guide_pauses": args.guide_pauses, "seed": args.seed, "style": style,
                     "guidance": bundle.cfg.diffusion.guidance_scale if args.guidance is None else args.guidance},
         "thresholds_m": asdict(thresholds),

@@ -87,6 +87,7 @@ def prepare(context) -> tuple[Request, Target]:
     request = Request(
         load_model=lambda: SESSION_CACHE.get(spec), audio=audio, style=settings.style, steps=settings.steps,
         guidance=None if settings.use_model_guidance else settings.guidance, seed=settings.seed, takes=settings.takes, n_vertices=mesh_vertices,
+        close_lips=settings.close_lips,
     )
     return request, Target(obj.name, context.scene.name, start)
 
@@ -112,7 +113,7 @@ def bake_result(context, target: Target, finished: Finished) -> str:
         )
     return (
         f"{generation.offsets.shape[0]} take(s), {generation.duration_s:.1f} s of speech, style {finished.style_name}, "
-        f"{result.summary()}, generated in {finished.seconds:.1f} s"
+        f"{result.summary()}, generated in {finished.seconds:.1f} s" + "".join(f", {note}" for note in finished.notes)
     )
 
 

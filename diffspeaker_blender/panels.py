@@ -57,6 +57,7 @@ class DIFFSPEAKER_PT_main(_Sidebar, bpy.types.Panel):
         sub = row.row(align=True)
         sub.enabled = not settings.use_model_guidance
         sub.prop(settings, "guidance", slider=True)
+        col.prop(settings, "close_lips")
         row = layout.row()
         row.prop(settings, "bake_mode", expand=True)
         if settings.bake_mode == "COMPACT":

@@ -36,6 +36,11 @@ class DIFFSPEAKER_PG_settings(bpy.types.PropertyGroup):
         description="Audio-free guidance: 0 follows the audio most literally, higher exaggerates the articulation "
                     "and varies more between seeds (needs a model trained with the audio dropped)",
     )
+    close_lips: BoolProperty(
+        name="Close Lips on P, B, M", default=True,
+        description="Shut the lips fully where the speech recogniser hears p, b or m; the model alone sometimes "
+                    "stops a millimetre short on real voices. Needs a model with the phoneme front-end (the default)",
+    )
     bake_mode: EnumProperty(
         name="Bake",
         items=[

@@ -79,8 +79,9 @@ def main() -> None:
     bundle = load_model(head)
     if bundle.cfg.n_vertices != len(head.vertices):
         raise SystemExit(f"the built-in model animates {bundle.cfg.n_vertices} vertices, the head has {len(head.vertices)}")
-    result = generate(bundle.model, args.audio, sampler=SamplerConfig(steps=args.steps, seed=0))
-    print(f"speech    {args.audio} ({result.duration_s:.2f} s) -> {result.num_frames} frames at {result.fps} fps")
+    result = generate(bundle.model, args.audio, sampler=SamplerConfig(steps=args.steps, seed=0), lip_closure=bundle.lip_closure())
+    closures = f", lips shut on {result.lip_closures[0]} p/b/m" if result.lip_closures else ""
+    print(f"speech    {args.audio} ({result.duration_s:.2f} s) -> {result.num_frames} frames at {result.fps} fps{closures}")
 
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0

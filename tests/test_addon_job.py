@@ -120,6 +120,15 @@ def test_synchronous_run_generates_every_take(model_file, wav_file):
     assert seen[-1] == (4, 4)
 
 
+def test_lip_closure_is_asked_for_by_default_and_its_absence_is_said(model_file, wav_file):
+    audio = AudioSource(path=str(wav_file))
+    # this model has no phoneme front-end and no lip rows: it cannot close the lips, and says so
+    finished = run_generation(request(model_file, audio))
+    assert finished.generation.lip_closures == ()
+    assert finished.notes == ("this model cannot close the lips on p/b/m (it needs the phoneme front-end)",)
+    assert run_generation(request(model_file, audio, close_lips=False)).notes == ()
+
+
 def test_mesh_with_the_wrong_vertex_count_is_explained(model_file, wav_file):
     with pytest.raises(ValueError, match="mesh has 7 vertices but the model animates 20.*retarget"):
         run_generation(request(model_file, AudioSource(path=str(wav_file)), n_vertices=7))

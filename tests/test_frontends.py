@@ -297,3 +297,22 @@ def test_a_clear_error_when_hamas_engine_is_missing(monkeypatch):
     monkeypatch.setattr(_engine, "available", lambda: False)
     with pytest.raises(HamaUnavailableError, match="libhama"):
         build_encoder(hama_encoder_config())
+
+
+@needs_hama
+def test_bilabial_probability_is_hamas_p_b_m_share_and_hears_them(tmp_path):
+    def say(text: str) -> torch.Tensor:
+        path = tmp_path / "say.wav"
+        subprocess.run([shutil.which("espeak-ng") or pytest.skip("espeak-ng is not installed"), "-w", str(path), text],
+                       check=True, capture_output=True)
+        return torch.from_numpy(normalize_waveform(load_audio(str(path))))[None]
+
+    encoder = _hama()
+    lips = say("bob may buy a map")
+    heard = encoder.bilabial_probability(lips)
+    post, frames = encoder.posteriors(lips)
+    classes = [i for i, s in enumerate(frontends.hama_phone_inventory()) if frontends.is_bilabial(s)]
+    assert heard.shape == (int(frames[0]),)
+    np.testing.assert_allclose(heard, post[0, :, classes].exp().sum(-1).numpy(), rtol=1e-6)
+    assert (heard > 0.5).sum() >= 3  # of b, m, b, m, p: most heard clearly (4 today)
+    assert encoder.bilabial_probability(say("she sees the sea, high and far")).max() < 0.3

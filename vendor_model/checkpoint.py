@@ -23,6 +23,7 @@ import torch
 
 from .config import OFFICIAL_STYLE_NAMES, EncoderConfig, ModelConfig, preset, wav2vec2_base_config
 from .fileio import atomic_output
+from .lip_closure import LipClosure
 from .model import DiffSpeaker
 from .untrusted import load_torch_file
 
@@ -54,6 +55,19 @@ class ModelBundle:
         if style not in self.style_names:
             raise ValueError(f"unknown style {style!r}; available: {', '.join(self.style_names)}")
         return self.style_names.index(style)
+
+    def lip_closure(self) -> LipClosure | None:
+        """The model's p/b/m lip closure step, or None where it cannot have one: it needs the
+        rest mesh, the inner lip rows (info["regions"] "upper_lip_seam" / "lower_lip_seam")
+        and a speech front-end that recognises phonemes (hama)."""
+        regions = self.info.get("regions") or {}
+        upper, lower = regions.get("upper_lip_seam"), regions.get("lower_lip_seam")
+        if self.template is None or not upper or not lower:
+            return None
+        if not hasattr(self.model.audio_encoder, "bilabial_probability"):
+            return None
+        return LipClosure(np.asarray(self.template, dtype=np.float64).reshape(-1, 3),
+                          tuple(int(i) for i in upper), tuple(int(i) for i in lower))
 
 
 def default_style_names(cfg: ModelConfig) -> tuple[str, ...]:

@@ -94,9 +94,10 @@ def cmd_generate(args) -> int:
         steps=args.steps, method=args.method, eta=args.eta, guidance=args.guidance,
         seed=args.seed, takes=args.takes, fast=not args.reference_sampler,
     )
+    lip_closure = None if args.no_lip_closure else bundle.lip_closure()
     result = generate(
         bundle.model, args.audio, style=bundle.style_index(args.style), sampler=sampler,
-        template=bundle.template, device=args.device, progress=_progress_printer("sampling"),
+        template=bundle.template, device=args.device, progress=_progress_printer("sampling"), lip_closure=lip_closure,
     )
     arrays = dict(
         offsets=result.offsets, fps=np.int64(result.fps), seeds=np.array(result.seeds, dtype=np.int64),
@@ -109,6 +110,7 @@ def cmd_generate(args) -> int:
     print(
         f"wrote {args.output}: {takes} take(s) x {frames} frames ({result.duration_s:.2f} s at {result.fps} fps), "
         f"style {bundle.style_names[result.style]}, seeds {list(result.seeds)}, {time.perf_counter() - started:.1f} s"
+        + (f", lips shut on {list(result.lip_closures)} p/b/m" if result.lip_closures else "")
     )
     return 0
 
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--takes", type=int, default=1)
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     gen.add_argument("--reference-sampler", action="store_true", help="use the slow straightforward sampler")
+    gen.add_argument("--no-lip-closure", action="store_true", help="keep the model's raw motion: do not shut the lips "
+                     "where the speech front-end hears p, b or m (on by default where the model supports it)")
     _add_official_arguments(gen)
     gen.set_defaults(func=cmd_generate)
 

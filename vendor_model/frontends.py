@@ -67,6 +67,7 @@ __all__ = [
     "hama_encoder_config",
     "hama_log_posteriors",
     "hama_phone_inventory",
+    "is_bilabial",
     "hz_to_mel",
     "log_mel_spectrogram",
     "logmel_encoder_config",
@@ -429,6 +430,11 @@ def hama_phone_inventory() -> list[str]:
     return list(_hama_session().decoder_tokens)
 
 
+def is_bilabial(symbol: str) -> bool:
+    """True for hama's p, b and m classes, with or without aspiration, length or syllabic marks."""
+    return symbol.rstrip("\u02b0\u0329\u02d0") in ("p", "b", "m")
+
+
 class _PosteriorCache:
     """Recently computed posteriors by the waveform's digest. Training shows the same clips
     every epoch and hama (~0.1 s per second of speech) would otherwise dominate a CPU step."""
@@ -516,6 +522,13 @@ class PhonemePosteriorEncoder(_FrontEnd, SpeechEncoder):
                 lp_t = F.interpolate(lp_t.T[None], size=want, mode="linear", align_corners=True)[0].T
             out[row, :want] = lp_t
         return out, frames
+
+    def bilabial_probability(self, waveform: torch.Tensor) -> np.ndarray:
+        """(1, S) normalised waveform -> (Ta,) probability of p, b or m per feature frame
+        (feature_fps), from the same posteriors the model hears (they come from the cache)."""
+        post, frames = self.posteriors(waveform)
+        classes = [i for i, symbol in enumerate(hama_phone_inventory()) if is_bilabial(symbol)]
+        return post[0, : int(frames[0]), classes].exp().sum(dim=-1).numpy()
 
     def forward(self, waveform: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():

@@ -19,6 +19,7 @@ import torch
 from .activity import speech_activity
 from .audio import AudioError, load_audio, normalize_waveform
 from .config import SAMPLE_RATE, SamplerConfig
+from .lip_closure import LipClosure
 from .model import DiffSpeaker
 from .sampler import CancelFn, GenerationCancelled, ProgressFn, SamplingJob, sample_fast, sample_reference
 from .windowing import join_windows, plan_windows
@@ -33,6 +34,7 @@ class Generation:
     seeds: tuple[int, ...]  # seed of each take
     style: int
     windows: tuple[tuple[int, int], ...]  # frame ranges generated separately (one unless the clip is long)
+    lip_closures: tuple[int, ...] = ()  # p/b/m closures placed in each take (empty: lip closure was off)
 
     @property
     def num_frames(self) -> int:
@@ -89,6 +91,7 @@ def generate(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     init_noise: torch.Tensor | None = None,
+    lip_closure: LipClosure | None = None,
 ) -> Generation:
     """Generate facial motion for a speech clip.
 
@@ -96,6 +99,9 @@ def generate(
     template: optional (V, 3) mesh, only checked against the model's vertex count.
     init_noise: (takes, T, F) initial sample instead of seeded noise (for reproducing
         another implementation's run).
+    lip_closure: shut the lips where the speech front-end hears p, b or m (see
+        vendor_model.lip_closure; ModelBundle.lip_closure() gives the model's own). Needs a
+        front-end that recognises phonemes (hama).
     progress(done, total) is called after every sampling step; cancel() returning True
     stops generation with GenerationCancelled.
     """
@@ -107,6 +113,12 @@ def generate(
         raise ValueError(
             f"the template has shape {np.shape(template)} but the model animates {cfg.n_vertices} vertices "
             f"(expected ({cfg.n_vertices}, 3)); use a mesh with the model's topology (or retarget)"
+        )
+    bilabial_probability = getattr(model.audio_encoder, "bilabial_probability", None)
+    if lip_closure is not None and bilabial_probability is None:
+        raise ValueError(
+            "lip closure needs a speech front-end that recognises phonemes (hama); this model listens through "
+            f"{type(model.audio_encoder).__name__}. Generate with lip closure off."
         )
     device = pick_device(device or "auto") if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
@@ -133,11 +145,19 @@ def generate(
     if guidance > 0 and not sampler.guide_pauses:
         frame_guidance *= torch.from_numpy(speech_activity(waveform, cfg.fps, num_frames)).float()
 
+    evidence_fps = getattr(model.audio_encoder, "feature_fps", cfg.fps)
+    bilabial = np.zeros(round(len(waveform) * evidence_fps / SAMPLE_RATE) + 1)  # (Ta,) p/b/m probability, whole clip
+
     def window_outputs():  # generated one window at a time, so only one is held in memory
         for index, (start, end) in enumerate(windows):
             first = round(start * SAMPLE_RATE / cfg.fps)
             last = len(waveform) if end == num_frames else round(end * SAMPLE_RATE / cfg.fps)
             clip = torch.from_numpy(waveform[first:last]).to(device).unsqueeze(0)  # (1, S)
+            if lip_closure is not None:  # per window, like the model's own hearing (hama caches it)
+                heard = bilabial_probability(clip.cpu())
+                offset = round(first * evidence_fps / SAMPLE_RATE)
+                span = bilabial[offset : offset + len(heard)]
+                np.maximum(span, heard[: len(span)], out=span)
             memory = model.audio_memory(clip, end - start)  # (1, n, d)
             if guidance > 0:
                 memory = torch.stack([memory, model.audio_memory(torch.zeros_like(clip), end - start)])  # (2, 1, n, d)
@@ -162,10 +182,17 @@ def generate(
         offsets = torch.from_numpy(join_windows(window_outputs(), windows, num_frames))  # (K, T, F)
     if cfg.smooth_output:
         offsets = smooth_interior(offsets)
+    offsets = offsets.reshape(sampler.takes, num_frames, cfg.n_vertices, 3).numpy()
+    closures = ()
+    if lip_closure is not None:
+        closed = [lip_closure.apply(take, bilabial, evidence_fps, cfg.fps) for take in offsets]
+        offsets = np.stack([take for take, _ in closed])
+        closures = tuple(count for _, count in closed)
     return Generation(
-        offsets=offsets.reshape(sampler.takes, num_frames, cfg.n_vertices, 3).numpy(),
+        offsets=offsets,
         fps=cfg.fps,
         seeds=tuple(seeds),
         style=style,
         windows=tuple(windows),
+        lip_closures=closures,
     )

@@ -53,6 +53,7 @@ class Request:
     seed: int = 0
     takes: int = 1
     n_vertices: int | None = None  # the target mesh's vertex count, checked against the model
+    close_lips: bool = True  # shut the lips where the model's recogniser hears p, b or m
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Finished:
     generation: Any  # vendor_model.pipeline.Generation
     style_name: str
     seconds: float
+    notes: tuple[str, ...] = ()  # extra plain-words remarks for the status line
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,21 @@ def run_generation(request: Request, progress: Callable[[int, int], None] | None
     samples = request.audio.load()
     style = bundle.style_index(request.style)
     sampler = config.SamplerConfig(steps=request.steps, guidance=request.guidance, seed=request.seed, takes=request.takes)
+    lip_closure = bundle.lip_closure() if request.close_lips else None
     try:
         generation = pipeline.generate(
             bundle.model, samples, sample_rate=config.SAMPLE_RATE, style=style, sampler=sampler,
-            progress=progress, cancel=cancelled,
+            progress=progress, cancel=cancelled, lip_closure=lip_closure,
         )
     except pipeline.GenerationCancelled as exc:
         raise JobCancelled(str(exc)) from exc
-    return Finished(generation, bundle.style_names[style], time.perf_counter() - started)
+    if generation.lip_closures:
+        notes = (f"lips shut on {generation.lip_closures[0]} p/b/m",)
+    elif request.close_lips and lip_closure is None:
+        notes = ("this model cannot close the lips on p/b/m (it needs the phoneme front-end)",)
+    else:
+        notes = ()
+    return Finished(generation, bundle.style_names[style], time.perf_counter() - started, notes)
 
 
 def mesh_mismatch_message(mesh_vertices: int, model_vertices: int) -> str:
