@@ -82,6 +82,13 @@ def test_variety_is_the_models_own_unless_the_artist_sets_it(scene):  # noqa: F8
     assert prepare(bpy.context)[0].guidance == 1.5
 
 
+def test_lip_closure_is_on_unless_the_artist_turns_it_off(scene):  # noqa: F811
+    grid_mesh("Face")
+    assert prepare(bpy.context)[0].close_lips
+    scene.diffspeaker.close_lips = False
+    assert not prepare(bpy.context)[0].close_lips
+
+
 class RecordingLayout:
     """Accepts every UILayout call the panel makes and records the labels and props."""
 
@@ -120,6 +127,7 @@ def test_the_panel_draws_in_every_state(scene, state):  # noqa: F811
         assert "diffspeaker.generate_animation" in drawn
     if state == "no mesh":
         assert "Select the mesh to animate (make it the active object)" in drawn
+    assert "close_lips" in drawn
     assert ("sound_strip" in drawn) == (state != "file")
     assert ("audio_file" in drawn) == (state == "file")
 
