@@ -259,8 +259,9 @@ def test_hama_posteriors_of_real_speech(spoken):
     assert _run(encoder, x).shape == (1, n, 32)
 
 
-@needs_hama
-def test_hama_runs_once_per_distinct_waveform(spoken, monkeypatch):
+@pytest.fixture
+def hama_runs(monkeypatch) -> list:
+    """Every run of hama's native session from now on appends to this list."""
     calls = []
     session = frontends._hama_session()
     real_run = session.session.run
@@ -271,11 +272,16 @@ def test_hama_runs_once_per_distinct_waveform(spoken, monkeypatch):
             return real_run(*args, **kwargs)
 
     monkeypatch.setattr(session, "session", Counting())
+    return calls
+
+
+@needs_hama
+def test_hama_runs_once_per_distinct_waveform(spoken, hama_runs):
     clip = spoken[:16000].copy()
     first = frontends.hama_log_posteriors(clip)
     again = frontends.hama_log_posteriors(clip.copy())
     other = frontends.hama_log_posteriors(clip * 0.5)
-    assert len(calls) == 2  # the repeat came from the cache; a different waveform did not
+    assert len(hama_runs) == 2  # the repeat came from the cache; a different waveform did not
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
     assert not first.flags.writeable  # shared with the cache: callers cannot corrupt it
@@ -316,3 +322,15 @@ def test_bilabial_probability_is_hamas_p_b_m_share_and_hears_them(tmp_path):
     np.testing.assert_allclose(heard, post[0, :, classes].exp().sum(-1).numpy(), rtol=1e-6)
     assert (heard > 0.5).sum() >= 3  # of b, m, b, m, p: most heard clearly (4 today)
     assert encoder.bilabial_probability(say("she sees the sea, high and far")).max() < 0.3
+
+
+@needs_hama
+def test_lip_closure_reuses_the_posteriors_the_model_heard(spoken, hama_runs):
+    from vendor_model.lip_closure import LipClosure
+
+    torch.manual_seed(0)
+    model = DiffSpeaker(tiny_config(encoder=hama_encoder_config(hidden_size=32, layers=1))).eval()
+    lips = LipClosure(np.zeros((model.cfg.n_vertices, 3)), (0,), (1,))
+    clip = spoken[:-800]  # a waveform no other test has put in the cache (scaling would not do: it is normalised)
+    generate(model, clip, sample_rate=16000, sampler=SamplerConfig(steps=2), lip_closure=lips)
+    assert len(hama_runs) == 1

@@ -55,8 +55,11 @@ class LipClosure:
             raise ValueError(f"kernel must start with 1.0 and stay within [0, 1], got {self.kernel}")
 
     def opening(self, offsets: np.ndarray) -> np.ndarray:
-        """(T,) metres, 0 = as closed as the rest mesh. offsets: (T, V, 3)."""
-        return mouth_opening(offsets, self.template, self.upper, self.lower)
+        """(T,) metres, 0 = as closed as the rest mesh. offsets: (T, V, 3). Reads only the lip
+        rows, so a long clip is never copied whole."""
+        rows = list(self.upper) + list(self.lower)
+        upper, lower = np.arange(len(self.upper)), np.arange(len(self.upper), len(rows))
+        return mouth_opening(offsets[:, rows], self.template[rows], upper, lower)
 
     def apply(self, offsets: np.ndarray, bilabial: np.ndarray, evidence_fps: float, fps: float) -> tuple[np.ndarray, int]:
         """offsets (T, V, 3) at fps, bilabial (Ta,) p/b/m probability at evidence_fps ->
@@ -98,7 +101,8 @@ def closure_frames(bilabial: np.ndarray, evidence_fps: float, opening: np.ndarra
 def _lip_gap(offsets: np.ndarray, closure: LipClosure) -> np.ndarray:
     """(T, 3) lower-lip centre minus upper-lip centre, as a change from the rest mesh's:
     zero means the lips are where they are at rest (shut)."""
-    return offsets[:, list(closure.lower)].mean(axis=1) - offsets[:, list(closure.upper)].mean(axis=1)
+    lower, upper = offsets[:, list(closure.lower)], offsets[:, list(closure.upper)]
+    return lower.astype(np.float64).mean(axis=1) - upper.astype(np.float64).mean(axis=1)
 
 
 def opening_direction(offsets: np.ndarray, gap: np.ndarray) -> np.ndarray | None:
@@ -111,9 +115,11 @@ def opening_direction(offsets: np.ndarray, gap: np.ndarray) -> np.ndarray | None
     covariance = centred.T @ centred  # (3, 3)
     if np.trace(covariance) < len(gap) * (0.0005**2):
         return None
-    flat = offsets.reshape(len(gap), -1).astype(np.float64)  # (T, V*3)
+    # centred sums to zero over frames, so the offsets need no centring; and the product stays
+    # in the offsets' own precision, so a long clip is not copied to float64
+    moments = (centred.T.astype(offsets.dtype) @ offsets.reshape(len(gap), -1)).astype(np.float64)  # (3, V*3)
     ridge = 1e-3 * np.trace(covariance) * np.eye(3)
-    return np.linalg.solve(covariance + ridge, centred.T @ (flat - flat.mean(axis=0))).reshape(3, *offsets.shape[1:])
+    return np.linalg.solve(covariance + ridge, moments).reshape(3, *offsets.shape[1:])
 
 
 def close_lips(offsets: np.ndarray, frames: np.ndarray, closure: LipClosure, kernel: tuple[float, ...] = (1.0,)) -> np.ndarray:
@@ -127,9 +133,16 @@ def close_lips(offsets: np.ndarray, frames: np.ndarray, closure: LipClosure, ker
                 if 0 <= t < len(weight):
                     weight[t] = max(weight[t], share)
     weight[closure.opening(offsets) <= 0.0] = 0.0
-    gap = _lip_gap(offsets.astype(np.float64), closure)  # (T, 3)
+    gap = _lip_gap(offsets, closure)  # (T, 3)
     direction = opening_direction(offsets, gap)
     if direction is None or not weight.any():
         return offsets
-    correction = np.einsum("tk,kvc->tvc", weight[:, None] * gap, direction)  # (T, V, 3)
-    return (offsets - correction).astype(offsets.dtype)
+    result = offsets.copy()
+    flat = result.reshape(len(result), -1)  # (T, V*3), a view
+    shift = (weight[:, None] * gap).astype(offsets.dtype)  # (T, 3) lip gap to remove per frame
+    step = direction.reshape(3, -1).astype(offsets.dtype)  # (3, V*3)
+    moved = np.flatnonzero(weight)
+    for start in range(0, len(moved), 64):  # a few frames at a time: no full-size temporaries
+        rows = moved[start : start + 64]
+        flat[rows] -= shift[rows] @ step
+    return result

@@ -183,16 +183,16 @@ def generate(
     if cfg.smooth_output:
         offsets = smooth_interior(offsets)
     offsets = offsets.reshape(sampler.takes, num_frames, cfg.n_vertices, 3).numpy()
-    closures = ()
+    closures = []
     if lip_closure is not None:
-        closed = [lip_closure.apply(take, bilabial, evidence_fps, cfg.fps) for take in offsets]
-        offsets = np.stack([take for take, _ in closed])
-        closures = tuple(count for _, count in closed)
+        for k in range(len(offsets)):  # one take at a time: a long clip is not held twice over
+            offsets[k], placed = lip_closure.apply(offsets[k], bilabial, evidence_fps, cfg.fps)
+            closures.append(placed)
     return Generation(
         offsets=offsets,
         fps=cfg.fps,
         seeds=tuple(seeds),
         style=style,
         windows=tuple(windows),
-        lip_closures=closures,
+        lip_closures=tuple(closures),
     )
