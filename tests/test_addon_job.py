@@ -16,6 +16,7 @@ from diffspeaker_blender.core.job import (
 )
 from diffspeaker_blender.core.model_source import ModelCache, ModelSpec, ModelUnavailable
 from vendor_model.checkpoint import ModelBundle, save_bundle
+from vendor_model.frontends import hama_available, hama_encoder_config
 
 from .conftest import speech_like, tiny_model
 
@@ -127,6 +128,18 @@ def test_lip_closure_is_asked_for_by_default_and_its_absence_is_said(model_file,
     assert finished.generation.lip_closures == ()
     assert finished.notes == ("this model cannot close the lips on p/b/m (it needs the phoneme front-end)",)
     assert run_generation(request(model_file, audio, close_lips=False)).notes == ()
+
+
+@pytest.mark.skipif(not hama_available(), reason="the hama phoneme recogniser cannot run here")
+def test_a_model_that_hears_phonemes_says_how_many_closures_each_take_got(tmp_path, wav_file):
+    model = tiny_model(encoder=hama_encoder_config(hidden_size=32, layers=1))
+    regions = {"upper_lip_seam": [0, 1], "lower_lip_seam": [2, 3]}
+    path = tmp_path / "hears.safetensors"
+    save_bundle(ModelBundle(model, np.zeros((model.cfg.n_vertices, 3)), ("calm",), {"regions": regions}), path)
+    finished = run_generation(request(path, AudioSource(path=str(wav_file)), takes=2))
+    counts = finished.generation.lip_closures
+    assert len(counts) == 2
+    assert finished.notes == (f"lips shut on {counts[0]}/{counts[1]} p/b/m (per take)",)
 
 
 def test_mesh_with_the_wrong_vertex_count_is_explained(model_file, wav_file):

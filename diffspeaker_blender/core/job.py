@@ -111,7 +111,8 @@ def run_generation(request: Request, progress: Callable[[int, int], None] | None
     except pipeline.GenerationCancelled as exc:
         raise JobCancelled(str(exc)) from exc
     if generation.lip_closures:
-        notes = (f"lips shut on {generation.lip_closures[0]} p/b/m",)
+        counts = "/".join(str(n) for n in generation.lip_closures)
+        notes = (f"lips shut on {counts} p/b/m" + (" (per take)" if len(generation.lip_closures) > 1 else ""),)
     elif request.close_lips and lip_closure is None:
         notes = ("this model cannot close the lips on p/b/m (it needs the phoneme front-end)",)
     else:
