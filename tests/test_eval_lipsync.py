@@ -14,6 +14,9 @@ pytest.importorskip("pocketsphinx", reason="pocketsphinx (the train extra) is no
 from bench import eval_lipsync  # noqa: E402
 from bench.real_speech_clips import LICENCES, list_clips, read_sphinx_transcription  # noqa: E402
 from vendor_model.alignment import AlignmentError, align, align_full, normalize_transcript  # noqa: E402
+from vendor_model.frontends import hama_available  # noqa: E402
+
+BUILTIN_DEFAULT = eval_lipsync.ROOT / "diffspeaker_blender" / "models" / "default.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,21 @@ def test_eval_lipsync_runs_end_to_end_on_a_random_model(tmp_path, clips):
     assert abs(row["lag_s"]) <= 0.2 and np.isfinite(row["jitter_mm_per_frame2"])
     assert math.isnan(row["rest_in_silence"]) == (row["n_silence_frames"] == 0)
     assert saved["summary"]["clips"] == 1
+
+
+@pytest.mark.skipif(not hama_available(), reason="the built-in default listens through hama, which cannot run here")
+def test_eval_lipsync_scores_the_lip_closure_step_unless_told_not_to(tmp_path, clips):
+    def run(*extra):
+        return eval_lipsync.main([
+            str(BUILTIN_DEFAULT), "--clips", "librivox-0880", "--steps", "2", "--device", "cpu",
+            "--alignments", str(tmp_path / "absent.json"), "--output", str(tmp_path / "r.json"), *extra,
+        ])
+
+    closed, alone = run(), run("--no-lip-closure")
+    assert closed["lip_closure"] is not None and alone["lip_closure"] is None
+    assert alone["clips"][0]["lip_closures"] == 0 and closed["clips"][0]["lip_closures"] >= 1  # "ill disposed ... man"
+    # the step only ever lowers the opening, and only near a heard p/b/m
+    assert min(closed["clips"][0]["bilabial_min_mm"]) <= min(alone["clips"][0]["bilabial_min_mm"])
 
 
 def test_eval_lipsync_needs_lip_regions(tmp_path, clips):
