@@ -90,8 +90,8 @@ REQUIREMENTS: tuple[str, ...] = (
     "h11==0.16.0",
     "idna==3.20",
     "truststore==0.10.5",
-    # the built-in model's phoneme recogniser: one pure wheel carrying native engines for
-    # Linux and macOS; on Windows it imports but cannot run, and the log-mel default is used
+    # the built-in model's phoneme recogniser: its weights and phone list (one pure wheel);
+    # vendor_model/hama_asr.py runs the network in PyTorch, so Windows gets the default too
     "hama==1.7.0",
     # audio files
     "soundfile==0.14.0",

@@ -9,9 +9,10 @@ pipeline (interpolation to the motion rate, cross-attention) is unchanged:
   mean/variance normalisation over the utterance), then a small trainable network:
   conv (100 fps) -> strided conv (50 fps) -> `layers` residual depthwise-conv blocks.
 * `PhonemePosteriorEncoder` (kind "hama"): frame-level phoneme log-posteriors of the
-  pretrained `hama` phoneme recogniser (frozen, numpy, CPU, float32; 191 CTC classes
-  at 50 fps), then a trainable LayerNorm -> linear -> the same residual blocks.
-  `hama` is imported lazily; it has no Windows build.
+  pretrained `hama` phoneme recogniser (frozen, CPU, float32; 191 CTC classes at 50 fps),
+  then a trainable LayerNorm -> linear -> the same residual blocks. hama's weights and
+  phone list come from the `hama` package (imported lazily); the network runs in PyTorch
+  (`vendor_model.hama_asr`), so it runs on every platform, Windows included.
 
 Both read their architecture from `EncoderConfig.hf_config` (the name is kept for
 compatibility with the wav2vec2 encoders); build a complete one with
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Mapping
@@ -57,6 +57,7 @@ from torch import nn
 
 from .config import SAMPLE_RATE, EncoderConfig
 from .encoders import SpeechEncoder
+from .hama_asr import HamaRecogniser, read_pack
 
 __all__ = [
     "HamaUnavailableError",
@@ -377,32 +378,40 @@ class HamaUnavailableError(RuntimeError):
 
 _HAMA_LOCK = threading.Lock()
 _HAMA_SESSION: Any = None
+HAMA_ASR_ASSET = "asr_waveform.hama"  # inside the hama package's assets
 
 
 def _hama_unavailable(reason: str) -> HamaUnavailableError:
-    windows = sys.platform.startswith("win")
     return HamaUnavailableError(
-        f"the phoneme-posterior speech front-end (kind 'hama') needs the 'hama' phoneme recogniser, but {reason}. "
-        + ("hama has no Windows build, so this model cannot run on Windows; "
-           if windows else "install it with `pip install hama==1.7.0` (Linux or macOS), or ")
-        + "use a model with the log-mel front-end (kind 'logmel') instead."
+        f"the phoneme-posterior speech front-end (kind 'hama') needs the 'hama' phoneme recogniser's weights, but {reason}. "
+        "Install them with `pip install hama==1.7.0`, or use a model with the log-mel front-end (kind 'logmel') instead."
     )
 
 
+def _hama_pack() -> bytes:
+    """The recogniser's weight pack inside the installed hama package."""
+    try:
+        from importlib import resources
+
+        import hama  # noqa: F401
+
+        return resources.files("hama.assets").joinpath(HAMA_ASR_ASSET).read_bytes()
+    except (ImportError, OSError) as exc:
+        raise _hama_unavailable(f"it is not installed ({exc})") from exc
+
+
 def _import_hama():
-    """The hama package, checked to have its native engine for this platform."""
+    """Fail early, with advice, where the hama package (weights and phone list) is missing."""
     try:
         import hama  # noqa: F401
-        from hama import _engine
+        from hama.vocab import Vocabulary  # noqa: F401
     except ImportError as exc:
         raise _hama_unavailable(f"it is not installed ({exc})") from exc
-    if not _engine.available():
-        raise _hama_unavailable("its native engine (libhama) is not available for this platform")
-    return hama
 
 
 def hama_available() -> bool:
-    """Whether the hama phoneme recogniser can run here (it cannot on Windows)."""
+    """Whether the hama phoneme recogniser can run here: whether the hama package (its weights
+    and phone list) is installed. The network itself runs in PyTorch on every platform."""
     try:
         _import_hama()
     except HamaUnavailableError:
@@ -410,24 +419,22 @@ def hama_available() -> bool:
     return True
 
 
-def _hama_session():
-    """One process-wide hama ASR session (loading takes ~50 ms; the weights are 4.7 MB)."""
+def _hama_session() -> HamaRecogniser:
+    """One process-wide recogniser (loading takes ~50 ms; the weights are 4.7 MB)."""
     global _HAMA_SESSION
     with _HAMA_LOCK:
         if _HAMA_SESSION is None:
-            hama = _import_hama()
-            asr = hama.ASRModel()
-            inputs = {n.name for n in asr.session.get_inputs()}
-            outputs = {n.name for n in asr.session.get_outputs()}
-            if not {"waveform", "waveform_lengths"} <= inputs or not {"log_probs", "out_lengths"} <= outputs:
-                raise _hama_unavailable(f"its ASR model has unexpected inputs {sorted(inputs)} / outputs {sorted(outputs)}")
-            _HAMA_SESSION = asr
+            _import_hama()
+            from hama.vocab import Vocabulary
+
+            tokens = list(Vocabulary.load(None).decoder) + ["<wb>", "<blank>"]  # hama's own ASR class order
+            _HAMA_SESSION = HamaRecogniser(read_pack(_hama_pack()), tokens)
         return _HAMA_SESSION
 
 
 def hama_phone_inventory() -> list[str]:
     """hama's ASR output classes, in posterior order (ends with '<wb>', '<blank>')."""
-    return list(_hama_session().decoder_tokens)
+    return list(_hama_session().tokens)
 
 
 def is_bilabial(symbol: str) -> bool:
@@ -470,12 +477,9 @@ def hama_log_posteriors(samples: np.ndarray) -> np.ndarray:
     cached = _POSTERIOR_CACHE.get(key)
     if cached is not None:
         return cached
-    asr = _hama_session()
-    with _HAMA_LOCK:  # the native session is not documented as re-entrant
-        log_probs, out_lengths = asr.session.run(
-            ["log_probs", "out_lengths"], {"waveform": wav, "waveform_lengths": np.array([wav.shape[1]], dtype=np.int64)}
-        )
-    result = np.array(log_probs[0, : int(np.asarray(out_lengths).reshape(-1)[0])], dtype=np.float32)
+    recogniser = _hama_session()
+    with torch.no_grad():
+        result = recogniser(torch.from_numpy(wav[0])).numpy().astype(np.float32)
     result.flags.writeable = False
     _POSTERIOR_CACHE.put(key, result)
     return result

@@ -20,8 +20,9 @@ class ModelUnavailable(ValueError):
     """The configured model cannot be used; the message says what to change."""
 
 
-# Preferred first. The default listens through the hama phoneme recogniser, which has no
-# Windows engine; the log-mel model is the default wherever hama cannot run.
+# Preferred first. The default listens through the hama phoneme recogniser (its weights come
+# in the bundled hama wheel and run in PyTorch on every platform); the log-mel model is the
+# fallback where the hama package is missing, e.g. a hand-made install without its wheel.
 BUILTIN_ORDER = ("default.safetensors", "default-logmel.safetensors")
 
 
@@ -53,8 +54,9 @@ class ModelSpec:
             path = builtin_model_path()
             if path is None and BUILTIN_DIR.is_dir() and any(BUILTIN_DIR.glob("*.safetensors")):
                 raise ModelUnavailable(
-                    "The built-in model needs the hama phoneme recogniser, which cannot run on this computer. "
-                    "Choose a log-mel model file in Edit > Preferences > Add-ons > DiffSpeaker."
+                    "The built-in model needs the hama phoneme recogniser, which is not installed here. "
+                    "Reinstall the DiffSpeaker extension (it bundles hama), or choose a log-mel model file in "
+                    "Edit > Preferences > Add-ons > DiffSpeaker."
                 )
             if path is None:
                 raise ModelUnavailable(
