@@ -74,3 +74,16 @@ def test_weight_packs_it_cannot_run_are_refused_in_plain_words():
     del weights["acoustic_model.model.proj.weight"]  # e.g. hama 1.6's recogniser, another network
     with pytest.raises(ValueError, match="pin hama==1.7.0"):
         HamaRecogniser(weights, tokens)
+
+
+def test_a_clip_longer_than_30_s_is_heard_to_its_end():
+    # hama's native engine stops at 30 s; the encoder used to stretch those 30 s over the clip
+    from vendor_model.encoders import build_encoder
+    from vendor_model.frontends import hama_encoder_config
+
+    x = speech(40.0)
+    encoder = build_encoder(hama_encoder_config(hidden_size=32, layers=1))
+    post, frames = encoder.posteriors(torch.from_numpy(x)[None] * 3.0)  # any level: it is set to input_rms
+    assert frames.tolist() == [len(x) // 320 + 1] == [2001]
+    direct = frontends.hama_log_posteriors((0.05 * x / np.sqrt(np.mean(x * x))).astype(np.float32))
+    np.testing.assert_allclose(post[0].numpy(), direct, atol=0.01)  # the encoder's own level rounding aside
