@@ -180,3 +180,25 @@ def test_add_head_creates_the_mesh_the_builtin_model_animates(scene):
     assert len(obj.data.vertices) == len(build_head().vertices)
     assert [m.name.rsplit("_", 1)[1] for m in obj.data.materials] == list(MATERIALS)
     assert obj.select_get()
+
+
+def test_a_newcomer_presses_generate_on_the_head_with_the_builtin_model(scene, tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from vendor_model.frontends import hama_available
+
+    if not hama_available() or shutil.which("espeak-ng") is None:
+        pytest.skip("needs the hama package and espeak-ng (./run test installs both)")
+    wav = tmp_path / "line.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "bob may buy a map"], check=True, capture_output=True)
+    bpy.context.preferences.addons[ADDON].preferences.model_source = "BUILTIN"
+    scene.diffspeaker.audio_source, scene.diffspeaker.audio_file, scene.diffspeaker.start_frame = "FILE", str(wav), 1
+    scene.diffspeaker.steps = 10
+    assert bpy.ops.diffspeaker.add_head() == {"FINISHED"}
+    head = bpy.context.active_object
+    assert generate() == {"FINISHED"}
+    assert tool_keys(head)
+    closures = re.search(r"lips shut on (\d+) p/b/m", scene.diffspeaker.job.last_result)
+    assert closures and int(closures.group(1)) >= 2, scene.diffspeaker.job.last_result  # of b, m, b, m, p
