@@ -75,7 +75,7 @@ def test_weak_distant_or_wide_open_evidence_closes_nothing():
 def test_closing_shuts_the_frame_eases_the_neighbours_and_leaves_the_rest():
     motion = jaw_motion(OPENING_MM)
     lips = closure()
-    closed = close_lips(motion, np.array([10]), lips, kernel=(1.0, 0.5))
+    closed = close_lips(motion, np.array([10]), lips)  # neighbours half closed, the default
     after = lips.opening(closed) * 1000
     assert abs(after[10]) < 0.05  # shut (the threshold for "closed" is 1 mm)
     np.testing.assert_allclose(after[[9, 11]], 0.5 * OPENING_MM[[9, 11]], atol=0.05)
@@ -91,7 +91,7 @@ def test_a_lip_press_is_not_undone_and_a_still_mouth_is_left_alone():
     pressed = OPENING_MM.copy()
     pressed[10] = -0.5  # tighter than rest
     motion = jaw_motion(pressed)
-    closed = close_lips(motion, np.array([10]), closure(), kernel=(1.0,))
+    closed = close_lips(motion, np.array([10]), closure(kernel=(1.0,)))
     np.testing.assert_array_equal(closed, motion)
     still = jaw_motion(np.full(20, 2.0))
     np.testing.assert_array_equal(close_lips(still, np.array([5]), closure()), still)

@@ -390,11 +390,9 @@ def _hama_unavailable(reason: str) -> HamaUnavailableError:
 
 def _hama_pack() -> bytes:
     """The recogniser's weight pack inside the installed hama package."""
+    from importlib import resources
+
     try:
-        from importlib import resources
-
-        import hama  # noqa: F401
-
         return resources.files("hama.assets").joinpath(HAMA_ASR_ASSET).read_bytes()
     except (ImportError, OSError) as exc:
         raise _hama_unavailable(f"it is not installed ({exc})") from exc

@@ -68,7 +68,7 @@ class LipClosure:
                                 self.threshold, self.search_s, self.max_opening_m)
         if frames.size == 0:
             return offsets, 0
-        return close_lips(offsets, frames, self, self.kernel), int(frames.size)
+        return close_lips(offsets, frames, self), int(frames.size)
 
 
 def _spikes(probability: np.ndarray, threshold: float) -> np.ndarray:
@@ -122,13 +122,13 @@ def opening_direction(offsets: np.ndarray, gap: np.ndarray) -> np.ndarray | None
     return np.linalg.solve(covariance + ridge, moments).reshape(3, *offsets.shape[1:])
 
 
-def close_lips(offsets: np.ndarray, frames: np.ndarray, closure: LipClosure, kernel: tuple[float, ...] = (1.0,)) -> np.ndarray:
+def close_lips(offsets: np.ndarray, frames: np.ndarray, closure: LipClosure) -> np.ndarray:
     """offsets (T, V, 3) with the lips at `frames` brought back to rest (shut) and their
-    neighbours' lip gap scaled down by kernel[1], kernel[2], ... Frames already pressed
+    neighbours' lip gap scaled down by closure.kernel[1], [2], ... Frames already pressed
     tighter than rest, and every other frame, are left as they are."""
     weight = np.zeros(len(offsets))  # (T,) share of the lip gap to remove
     for frame in frames:
-        for distance, share in enumerate(kernel):
+        for distance, share in enumerate(closure.kernel):
             for t in {frame - distance, frame + distance}:
                 if 0 <= t < len(weight):
                     weight[t] = max(weight[t], share)
